@@ -1,0 +1,250 @@
+"""Reverse ETL: read a dbt send list, diff it against the ledger, render, batch, hand over, record.
+
+The ledger (`leadflow_activation.delivery_ledger`) makes delivery exactly-once per idempotency key from
+leadflow's side: every message of a batch is recorded `pending` (committed) before the batch leaves, and
+`sent` (committed) after the receiver acknowledged it. A crash between the two leaves `pending` rows that the
+next run re-sends with the same keys, which the receiver (n8n) drops as duplicates; a key recorded `sent` is
+never handed over again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from activation.rendering import RenderError, render_message
+from activation.warehouse import Warehouse, connect
+
+log = logging.getLogger("leadflow.activation")
+
+LEDGER_SCHEMA = "leadflow_activation"
+LEDGER_TABLE = f"{LEDGER_SCHEMA}.delivery_ledger"
+MAX_BATCH_SIZE = 1000  # SendGrid accepts at most 1000 personalizations per mail/send request
+
+LEDGER_DDL = f"""
+create table if not exists {LEDGER_TABLE} (
+    idempotency_key varchar primary key,
+    send_list varchar not null,
+    lead_id varchar not null,
+    product_id varchar,
+    workflow varchar,
+    step varchar,
+    channel varchar,
+    batch_id varchar,
+    status varchar not null,
+    attempts integer not null default 0,
+    destination varchar,
+    error varchar,
+    created_at timestamp with time zone not null,
+    updated_at timestamp with time zone not null
+)
+"""
+
+
+class Transport(Protocol):
+    """Somewhere a batch of messages can be handed over."""
+
+    destination: str
+
+    def send(self, batch_id: str, body: dict[str, Any]) -> None:
+        """Hand over one batch; raise `DeliveryError` when the receiver refused it."""
+
+
+class DeliveryError(RuntimeError):
+    """The receiver did not accept a batch (after retries); the message says why."""
+
+
+@dataclass
+class DeliverySummary:
+    """What one activation run did, for logs, the CLI summary and Dagster metadata."""
+
+    send_list: str
+    destination: str
+    candidates: int = 0
+    already_sent: int = 0
+    sent: int = 0
+    failed: int = 0
+    quarantined: int = 0
+    batches: int = 0
+    errors: list[str] = field(default_factory=list)
+    duration_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def ensure_ledger(warehouse: Warehouse) -> None:
+    """Create the ledger schema and table if missing."""
+    warehouse.execute(f"create schema if not exists {LEDGER_SCHEMA}")
+    warehouse.execute(LEDGER_DDL)
+
+
+def read_send_list(warehouse: Warehouse, send_list: str, schema: str = "analytics") -> list[dict[str, Any]]:
+    """All rows of a send list, in a deterministic order."""
+    if not warehouse.table_exists(schema, send_list):
+        raise DeliveryError(
+            f"send list {schema}.{send_list} does not exist: build it first with `leadflow transform`"
+        )
+    return warehouse.query(f"select * from {schema}.{send_list} order by idempotency_key")
+
+
+def ledger_statuses(warehouse: Warehouse, keys: Iterable[str]) -> dict[str, str]:
+    """Status of each key already in the ledger."""
+    del keys  # the ledger is read whole: one scan beats thousands of point lookups on DuckDB
+    rows = warehouse.query(f"select idempotency_key, status from {LEDGER_TABLE}")
+    return {row["idempotency_key"]: row["status"] for row in rows}
+
+
+def batch_id_for(send_list: str, keys: Sequence[str]) -> str:
+    """A deterministic batch id: the same keys always form the same batch id."""
+    digest = hashlib.sha256((send_list + "\n" + "\n".join(sorted(keys))).encode()).hexdigest()
+    return f"{send_list}-{digest[:16]}"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def deliver_send_list(
+    warehouse_url: str,
+    send_list: str,
+    transport: Transport,
+    *,
+    from_email: str,
+    batch_size: int = MAX_BATCH_SIZE,
+    schema: str = "analytics",
+    now: datetime | None = None,
+) -> DeliverySummary:
+    """Deliver every message of a send list not yet sent, exactly once per idempotency key.
+
+    Args:
+        warehouse_url: leadflow warehouse URL (duckdb:///… or postgresql://…).
+        send_list: name of the send-list model (a table in `schema`).
+        transport: where batches go (n8n webhook or file outbox).
+        from_email: sender address for email payloads.
+        batch_size: messages per batch, at most 1000.
+        schema: schema holding the send list.
+        now: timestamp recorded in the ledger (defaults to the current time).
+
+    Returns:
+        A summary with counts of sent, failed, quarantined and already-sent messages.
+    """
+    started = time.monotonic()
+    batch_size = max(1, min(batch_size, MAX_BATCH_SIZE))
+    summary = DeliverySummary(send_list=send_list, destination=transport.destination)
+    with connect(warehouse_url) as warehouse:
+        ensure_ledger(warehouse)
+        warehouse.commit()
+        rows = read_send_list(warehouse, send_list, schema)
+        statuses = ledger_statuses(warehouse, (r["idempotency_key"] for r in rows))
+        _deliver(warehouse, summary, rows, statuses, send_list, transport, from_email, batch_size, now)
+    summary.duration_seconds = round(time.monotonic() - started, 3)
+    return summary
+
+
+def _deliver(
+    warehouse: Warehouse,
+    summary: DeliverySummary,
+    rows: list[dict[str, Any]],
+    statuses: dict[str, str],
+    send_list: str,
+    transport: Transport,
+    from_email: str,
+    batch_size: int,
+    now: datetime | None,
+) -> None:
+    summary.candidates = len(rows)
+    due = [r for r in rows if statuses.get(r["idempotency_key"]) != "sent"]
+    summary.already_sent = len(rows) - len(due)
+
+    messages: list[dict[str, Any]] = []
+    quarantined: list[tuple[dict[str, Any], str]] = []
+    for row in due:
+        try:
+            messages.append(render_message(row, from_email=from_email))
+        except RenderError as error:
+            quarantined.append((row, str(error)))
+    if quarantined:
+        _record(warehouse, send_list, [(r, "quarantined", None, err) for r, err in quarantined], now)
+        summary.quarantined = len(quarantined)
+        for row, err in quarantined:
+            log.warning("quarantined message %s: %s", row["idempotency_key"], err)
+
+    for start in range(0, len(messages), batch_size):
+        batch = messages[start : start + batch_size]
+        keys = [m["idempotency_key"] for m in batch]
+        batch_id = batch_id_for(send_list, keys)
+        by_key = {r["idempotency_key"]: r for r in due}
+        _record(warehouse, send_list, [(by_key[k], "pending", batch_id, None) for k in keys], now)
+        body = {
+            "batch_id": batch_id,
+            "send_list": send_list,
+            "message_count": len(batch),
+            "messages": batch,
+        }
+        try:
+            transport.send(batch_id, json.loads(json.dumps(body, default=_json_default)))
+        except DeliveryError as error:
+            _record(warehouse, send_list, [(by_key[k], "failed", batch_id, str(error)) for k in keys], now)
+            summary.failed += len(batch)
+            summary.errors.append(f"batch {batch_id}: {error}")
+            log.error("batch %s failed: %s", batch_id, error)
+            continue
+        _record(warehouse, send_list, [(by_key[k], "sent", batch_id, None) for k in keys], now)
+        summary.sent += len(batch)
+        summary.batches += 1
+        log.info("handed over batch %s (%d messages) to %s", batch_id, len(batch), transport.destination)
+
+
+def _record(
+    warehouse: Warehouse,
+    send_list: str,
+    entries: Sequence[tuple[dict[str, Any], str, str | None, str | None]],
+    now: datetime | None,
+) -> None:
+    """Upsert ledger rows and commit them before the caller goes on."""
+    stamp = now or datetime.now(UTC)
+    rows = [
+        (
+            row["idempotency_key"],
+            send_list,
+            row["lead_id"],
+            row.get("product_id"),
+            row.get("workflow"),
+            row.get("step"),
+            row.get("channel"),
+            batch_id,
+            status,
+            error,
+            stamp,
+            stamp,
+        )
+        for row, status, batch_id, error in entries
+    ]
+    columns = (
+        "idempotency_key", "send_list", "lead_id", "product_id", "workflow", "step", "channel",
+        "batch_id", "status", "error", "created_at", "updated_at", "attempts",
+    )
+    warehouse.insert_rows(
+        LEDGER_TABLE,
+        columns,
+        [(*row, 1) for row in rows],
+        on_conflict="""
+        on conflict (idempotency_key) do update set
+            batch_id = excluded.batch_id,
+            status = excluded.status,
+            error = excluded.error,
+            updated_at = excluded.updated_at,
+            attempts = delivery_ledger.attempts
+                + case when excluded.status = 'pending' then 1 else 0 end
+        """,
+    )
+    warehouse.commit()

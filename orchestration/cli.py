@@ -1,0 +1,263 @@
+"""`leadflow` — the command line: run the pipeline (through Dagster, in-process), serve the demo CRM, open the UI."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from orchestration.settings import Settings, SettingsError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+
+DAGSTER_YAML = """\
+# Written by leadflow: local instance for `leadflow run` and `leadflow ui` (runs are shared between them).
+telemetry:
+  enabled: false
+"""
+
+
+def _load_settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as error:
+        print(f"leadflow: setting error: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+
+
+def _prepare_environment(settings: Settings) -> None:
+    """Make dbt, Dagster and dlt find their places without an activated venv or extra setup."""
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    dagster_home = Path(os.environ["DAGSTER_HOME"])
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    if not (dagster_home / "dagster.yaml").exists():
+        (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    os.environ.setdefault("DBT_LOG_PATH", str(settings.home / "dbt-logs"))
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+    settings.export_dbt_env()
+
+
+def _parse_dbt_project(settings: Settings) -> None:
+    """Write dbt's manifest, which Dagster reads to build the asset graph (partial parse keeps it quick)."""
+    dbt = str(Path(sys.executable).parent / "dbt")
+    command = [dbt, "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    command += ["--target", settings.warehouse.dbt_target]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        print(result.stdout[-4000:], result.stderr[-4000:], sep="\n", file=sys.stderr)
+        raise SystemExit(f"leadflow: dbt parse failed (exit {result.returncode}); see the messages above")
+
+
+def _execute(job_name: str, settings: Settings, run_config: dict[str, Any] | None = None):
+    from dagster import DagsterInstance
+
+    from orchestration.definitions import defs
+
+    config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    config.update(run_config or {})
+    job = defs.resolve_job_def(job_name)
+    with DagsterInstance.get() as instance:
+        result = job.execute_in_process(run_config=config, instance=instance, raise_on_error=False)
+    if not result.success:
+        failures = [
+            f"{event.step_key}: {event.event_specific_data.error.message.strip()}"
+            for event in result.all_events
+            if event.is_step_failure and event.event_specific_data and event.event_specific_data.error
+        ]
+        print("\nleadflow: the run failed.", file=sys.stderr)
+        for failure in failures:
+            print(f"  {failure}", file=sys.stderr)
+        raise SystemExit(1)
+    return result
+
+
+def _delivery_metadata(result) -> dict[str, Any]:
+    for event in result.all_events:
+        if event.is_step_materialization:
+            materialization = event.event_specific_data.materialization
+            if materialization.asset_key.path == ["activation", "nurture_delivery"]:
+                return {k: v.value for k, v in materialization.metadata.items()}
+    return {}
+
+
+def print_summary(settings: Settings, delivery: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Print what the warehouse holds after a run; return the figures."""
+    from activation.warehouse import connect
+
+    figures: dict[str, Any] = {}
+    queries = {
+        "leads": "select count(*) from analytics.dim_leads",
+        "events": "select count(*) from analytics.fct_engagement_events",
+        "quarantined events": "select count(*) from raw_events.quarantine",
+        "lead scores": "select count(*) from analytics.fct_lead_scores",
+        "send list (send_list_nurture)": "select count(*) from analytics.send_list_nurture",
+        "messages handed over, all runs": (
+            "select count(*) from leadflow_activation.delivery_ledger where status = 'sent'"
+        ),
+    }
+    with connect(settings.warehouse.url, read_only=True) as warehouse:
+        for label, sql in queries.items():
+            schema, table = sql.rsplit(" from ", 1)[1].split(" ")[0].split(".")
+            figures[label] = warehouse.scalar(sql) if warehouse.table_exists(schema, table) else 0
+        mqls = []
+        if warehouse.table_exists("analytics", "fct_lead_scores"):
+            mqls = warehouse.query(
+                "select product_id, count(*) as leads, sum(case when is_mql then 1 else 0 end) as mqls "
+                "from analytics.fct_lead_scores group by product_id order by product_id"
+            )
+    print("\nleadflow summary")
+    print(f"  warehouse: {settings.warehouse.redacted_url()}")
+    for label, value in figures.items():
+        print(f"  {label}: {value}")
+    for row in mqls:
+        print(f"  product {row['product_id']}: {row['leads']} scored leads, {row['mqls']} MQL")
+    if delivery:
+        print(
+            f"  this run: {delivery.get('sent', 0)} messages handed over, "
+            f"{delivery.get('already_sent', 0)} already sent before, {delivery.get('failed', 0)} failed, "
+            f"{delivery.get('quarantined', 0)} quarantined"
+        )
+        print(f"  payloads went to: {delivery.get('destination')}")
+    figures["delivery"] = delivery or {}
+    return figures
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _load_settings()
+    _prepare_environment(settings)
+    _parse_dbt_project(settings)
+    run_config = {}
+    if args.full_refresh:
+        run_config = {"ops": {"dbt_models": {"config": {"full_refresh": True}}}}
+    result = _execute("leadflow_pipeline", settings, run_config)
+    print_summary(settings, _delivery_metadata(result))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    settings = _load_settings()
+    _prepare_environment(settings)
+    _parse_dbt_project(settings)
+    _execute("leadflow_ingest", settings)
+    return 0
+
+
+def cmd_transform(args: argparse.Namespace) -> int:
+    settings = _load_settings()
+    _prepare_environment(settings)
+    _parse_dbt_project(settings)
+    run_config = {"ops": {"dbt_models": {"config": {"full_refresh": bool(args.full_refresh)}}}}
+    _execute("leadflow_transform", settings, run_config)
+    return 0
+
+
+def cmd_activate(args: argparse.Namespace) -> int:
+    settings = _load_settings()
+    _prepare_environment(settings)
+    _parse_dbt_project(settings)
+    result = _execute("leadflow_activate", settings)
+    delivery = _delivery_metadata(result)
+    print(
+        f"\nhanded over {delivery.get('sent', 0)} messages "
+        f"({delivery.get('already_sent', 0)} already sent) to {delivery.get('destination')}"
+    )
+    return 0
+
+
+def cmd_demo_crm(args: argparse.Namespace) -> int:
+    from ingestion.demo_crm.server import DemoCrmServer
+    from orchestration.settings import DEMO_HUBSPOT_TOKEN
+
+    server = DemoCrmServer(seed=args.seed, contacts=args.contacts, token=args.token or DEMO_HUBSPOT_TOKEN, port=args.port)
+    server.start()
+    print(f"demo CRM (HubSpot CRM v3 API) serving {args.contacts} contacts at {server.base_url}")
+    print(f"  bearer token: {args.token or DEMO_HUBSPOT_TOKEN}   stop with Ctrl-C")
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    settings = _load_settings()
+    _prepare_environment(settings)
+    _parse_dbt_project(settings)
+    dagster = str(Path(sys.executable).parent / "dagster")
+    command = [dagster, "dev", "-m", "orchestration.definitions", "-h", args.host, "-p", str(args.port)]
+    print(f"Dagster UI at http://{args.host}:{args.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    return subprocess.call(command, cwd=REPO_ROOT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="leadflow",
+        description=(
+            "Warehouse-native lead nurturing: copy the CRM (read-only) and product events into the warehouse "
+            "with dlt, score and stage leads with dbt, and hand send lists to n8n exactly once — all "
+            "orchestrated by Dagster. Settings come from the environment (see README)."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="run the whole pipeline once (ingest → transform → activate) and summarize",
+                         description="Run every asset once, in-process through Dagster (the run shows in "
+                         "`leadflow ui`), then print a summary of leads, events, scores and deliveries.")
+    run.add_argument("--full-refresh", action="store_true", help="rebuild incremental dbt models from scratch")
+    run.set_defaults(func=cmd_run)
+
+    ingest = sub.add_parser("ingest", help="copy the CRM and landed events into the warehouse",
+                            description="Run the dlt assets only: CRM (read-only) and the landing zone.")
+    ingest.set_defaults(func=cmd_ingest)
+
+    transform = sub.add_parser("transform", help="dbt build of the lead model",
+                               description="Run `dbt build` (models, seeds, tests) through Dagster.")
+    transform.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
+    transform.set_defaults(func=cmd_transform)
+
+    activate = sub.add_parser("activate", help="hand due messages to n8n (or the file outbox), once per key",
+                              description="Deliver the send lists: messages already recorded as sent in the "
+                              "ledger are skipped; without N8N_WEBHOOK_URL batches go to $LEADFLOW_HOME/outbox.")
+    activate.set_defaults(func=cmd_activate)
+
+    demo = sub.add_parser("demo-crm", help="serve the bundled demo CRM (a HubSpot CRM v3-compatible API)",
+                          description="Serve a deterministic synthetic CRM on 127.0.0.1 with HubSpot's CRM v3 "
+                          "shapes: paging, search, associations, bearer auth, injectable 429/5xx.")
+    demo.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
+    demo.add_argument("--seed", type=int, default=42, help="generator seed (default 42)")
+    demo.add_argument("--contacts", type=int, default=500, help="number of contacts (default 500)")
+    demo.add_argument("--token", default=None, help="bearer token to require (default demo-token)")
+    demo.set_defaults(func=cmd_demo_crm)
+
+    ui = sub.add_parser("ui", help="open the Dagster UI on the same definitions",
+                        description="Start `dagster dev` on leadflow's definitions with the same instance as "
+                        "`leadflow run`, so earlier runs show up.")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

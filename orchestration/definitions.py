@@ -1,0 +1,231 @@
+"""The Dagster definitions: dlt ingestion → dbt lead model → activation, one asset graph.
+
+Everything is wired from `Settings.from_env()`, so `leadflow run`, `leadflow ui` and `dagster dev` see the same
+graph. Runs execute in-process: the embedded DuckDB warehouse allows a single writer process.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dlt
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetSelection,
+    Config,
+    Definitions,
+    MaterializeResult,
+    ScheduleDefinition,
+    asset,
+    define_asset_job,
+    in_process_executor,
+)
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dlt import DagsterDltResource, dlt_assets
+
+from activation.delivery import deliver_send_list
+from activation.transports import OutboxTransport, WebhookTransport
+from orchestration.settings import DEMO_HUBSPOT_TOKEN, Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+DEMO_SEED = 42
+DEMO_CONTACTS = 500
+
+settings = Settings.from_env()
+settings.export_dbt_env()
+
+
+# ---------------------------------------------------------------- ingestion (dlt)
+
+
+def _destination(target_settings: Settings):
+    warehouse = target_settings.warehouse
+    if warehouse.kind == "duckdb":
+        warehouse.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+        return dlt.destinations.duckdb(str(warehouse.duckdb_path))
+    return dlt.destinations.postgres(warehouse.dlt_credentials())
+
+
+def make_pipeline(name: str, dataset: str, target_settings: Settings = settings) -> dlt.Pipeline:
+    """A dlt pipeline whose local working state lives under LEADFLOW_HOME, not ~/.dlt."""
+    pipelines_dir = target_settings.home / "dlt"
+    pipelines_dir.mkdir(parents=True, exist_ok=True)
+    return dlt.pipeline(
+        pipeline_name=name,
+        destination=_destination(target_settings),
+        dataset_name=dataset,
+        pipelines_dir=str(pipelines_dir),
+        progress="log",
+    )
+
+
+def crm_source_for(target_settings: Settings, base_url: str | None = None):
+    """The CRM dlt source the settings ask for (same tables whichever CRM it is)."""
+    if target_settings.crm == "sql":
+        from ingestion.sql_crm import sql_crm_source
+
+        return sql_crm_source(credentials=target_settings.crm_database_url)
+    from ingestion.hubspot import hubspot_source
+
+    if target_settings.crm == "demo":
+        return hubspot_source(base_url=base_url or "http://127.0.0.1:9", access_token=DEMO_HUBSPOT_TOKEN)
+    return hubspot_source(
+        base_url=target_settings.hubspot_base_url, access_token=target_settings.hubspot_access_token
+    )
+
+
+@contextmanager
+def running_crm_source(target_settings: Settings) -> Iterator[Any]:
+    """Yield a CRM source ready to extract; for the demo CRM, serve it on a free local port meanwhile."""
+    if target_settings.crm != "demo" or target_settings.hubspot_base_url:
+        yield crm_source_for(target_settings, target_settings.hubspot_base_url)
+        return
+    from ingestion.demo_crm.server import DemoCrmServer
+
+    with DemoCrmServer(seed=DEMO_SEED, contacts=DEMO_CONTACTS, token=DEMO_HUBSPOT_TOKEN) as server:
+        yield crm_source_for(target_settings, server.base_url)
+
+
+crm_pipeline = make_pipeline("leadflow_crm", "raw_crm")
+events_pipeline = make_pipeline("leadflow_events", "raw_events")
+
+
+@dlt_assets(
+    dlt_source=crm_source_for(settings),
+    dlt_pipeline=crm_pipeline,
+    name="crm",
+    group_name="ingestion",
+)
+def crm_assets(context: AssetExecutionContext, dlt: DagsterDltResource):
+    """CRM contacts, companies and deals copied read-only into raw_crm."""
+    with running_crm_source(settings) as source:
+        yield from dlt.run(context=context, dlt_source=source)
+
+
+def _events_source():
+    from ingestion.events import landing_events_source
+
+    return landing_events_source(landing_dir=str(settings.landing_dir))
+
+
+@dlt_assets(
+    dlt_source=_events_source(),
+    dlt_pipeline=events_pipeline,
+    name="landing_events",
+    group_name="ingestion",
+)
+def landing_event_assets(context: AssetExecutionContext, dlt: DagsterDltResource):
+    """Product and engagement events from the landing zone, each file loaded once, bad lines quarantined."""
+    settings.landing_dir.mkdir(parents=True, exist_ok=True)
+    if settings.crm == "demo":
+        from ingestion.demo_crm.generator import generate_crm, write_demo_events
+
+        write_demo_events(settings.landing_dir, DEMO_SEED, generate_crm(DEMO_SEED, DEMO_CONTACTS))
+    yield from dlt.run(context=context, dlt_source=_events_source())
+
+
+# ---------------------------------------------------------------- transform (dbt)
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target=settings.warehouse.dbt_target)
+dbt_project.prepare_if_dev()
+
+
+class LeadflowDbtTranslator(DagsterDbtTranslator):
+    def get_group_name(self, dbt_resource_props) -> str | None:
+        path = dbt_resource_props.get("original_file_path", "")
+        if "/activation/" in path:
+            return "activation"
+        return "transform"
+
+
+class DbtBuildConfig(Config):
+    full_refresh: bool = False
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, dagster_dbt_translator=LeadflowDbtTranslator(), name="dbt_models")
+def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
+    """The dbt lead model: staging, identities, scores and send lists."""
+    args = ["build"] + (["--full-refresh"] if config.full_refresh else [])
+    yield from dbt.cli(args, context=context).stream()
+
+
+# ---------------------------------------------------------------- activation
+
+
+def make_transport(target_settings: Settings):
+    if target_settings.n8n_webhook_url:
+        return WebhookTransport(target_settings.n8n_webhook_url, target_settings.n8n_webhook_token or "")
+    return OutboxTransport(target_settings.outbox_dir)
+
+
+@asset(
+    key=AssetKey(["activation", "nurture_delivery"]),
+    deps=[AssetKey(["send_list_nurture"])],
+    group_name="activation",
+    description="Nurture messages from send_list_nurture handed to n8n (or the file outbox), once per key.",
+)
+def nurture_delivery(context: AssetExecutionContext) -> MaterializeResult:
+    """Nurture messages from send_list_nurture handed to n8n (or the file outbox), once per key."""
+    summary = deliver_send_list(
+        settings.warehouse.url,
+        "send_list_nurture",
+        make_transport(settings),
+        from_email=settings.email_from,
+    )
+    context.log.info(
+        f"send_list_nurture: {summary.sent} sent, {summary.failed} failed, {summary.quarantined} quarantined, "
+        f"{summary.already_sent} already sent, to {summary.destination}"
+    )
+    metadata = {
+        "sent": summary.sent,
+        "failed": summary.failed,
+        "quarantined": summary.quarantined,
+        "already_sent": summary.already_sent,
+        "candidates": summary.candidates,
+        "batches": summary.batches,
+        "destination": summary.destination,
+        "duration_seconds": summary.duration_seconds,
+    }
+    if summary.failed:
+        raise RuntimeError(
+            f"{summary.failed} messages failed to deliver (they stay in the ledger as failed and are retried "
+            f"next run): {'; '.join(summary.errors)[:1000]}"
+        )
+    return MaterializeResult(metadata=metadata)
+
+
+# ---------------------------------------------------------------- jobs, schedules, definitions
+
+pipeline_job = define_asset_job(
+    "leadflow_pipeline",
+    selection=AssetSelection.all(),
+    description="The whole pipeline: ingest, transform, activate.",
+)
+ingest_job = define_asset_job("leadflow_ingest", selection=AssetSelection.groups("ingestion"))
+transform_job = define_asset_job(
+    "leadflow_transform", selection=AssetSelection.assets(dbt_models), description="dbt build."
+)
+activate_job = define_asset_job(
+    "leadflow_activate", selection=AssetSelection.assets(nurture_delivery), description="Deliver send lists."
+)
+
+hourly_pipeline_schedule = ScheduleDefinition(
+    name="leadflow_pipeline_hourly", job=pipeline_job, cron_schedule="15 * * * *"
+)
+
+defs = Definitions(
+    assets=[crm_assets, landing_event_assets, dbt_models, nurture_delivery],
+    jobs=[pipeline_job, ingest_job, transform_job, activate_job],
+    schedules=[hourly_pipeline_schedule],
+    resources={
+        "dlt": DagsterDltResource(),
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=str(Path(sys.executable).parent / "dbt")),
+    },
+    executor=in_process_executor,
+)

@@ -1,0 +1,201 @@
+"""leadflow settings: read once from the environment, validated early, with messages that name the fix.
+
+Every setting is documented in the README's settings table. Nothing here imports Dagster, so the CLI
+can fail fast on a bad setting before any heavy import.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+CRM_KINDS = ("demo", "hubspot", "sql")
+DEMO_HUBSPOT_TOKEN = "demo-token"  # the bundled demo CRM's bearer token; not a secret
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; the message names the setting and the fix."""
+
+
+@dataclass(frozen=True)
+class WarehouseTarget:
+    """Where the warehouse is, parsed from LEADFLOW_WAREHOUSE_URL."""
+
+    url: str
+    kind: str  # "duckdb" or "postgres"
+    duckdb_path: Path | None = None
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    database: str | None = None
+
+    @property
+    def dbt_target(self) -> str:
+        return self.kind
+
+    def redacted_url(self) -> str:
+        """The URL with any password replaced, safe to print."""
+        if self.kind == "duckdb":
+            return self.url
+        auth = f"{self.user}:***@" if self.password else (f"{self.user}@" if self.user else "")
+        return f"postgresql://{auth}{self.host}:{self.port}/{self.database}"
+
+    def dlt_credentials(self):
+        """Credentials in the form dlt destinations accept."""
+        if self.kind == "duckdb":
+            return str(self.duckdb_path)
+        return self.url.replace("postgres://", "postgresql://", 1)
+
+    def dbt_env(self) -> dict[str, str]:
+        """Environment variables profiles.yml reads (dbt cannot parse a URL itself)."""
+        env = {"LEADFLOW_DBT_TARGET": self.kind}
+        if self.kind == "duckdb":
+            env["LEADFLOW_DUCKDB_PATH"] = str(self.duckdb_path)
+        else:
+            env.update(
+                LEADFLOW_PG_HOST=self.host or "localhost",
+                LEADFLOW_PG_PORT=str(self.port or 5432),
+                LEADFLOW_PG_USER=self.user or "postgres",
+                LEADFLOW_PG_PASSWORD=self.password or "",
+                LEADFLOW_PG_DATABASE=self.database or "postgres",
+            )
+        return env
+
+
+def parse_warehouse_url(url: str, home: Path) -> WarehouseTarget:
+    """Parse `duckdb:///path` or `postgresql://user:pass@host:port/db`."""
+    fix = (
+        "set LEADFLOW_WAREHOUSE_URL to duckdb:////ABSOLUTE/PATH.duckdb (or duckdb:///RELATIVE/PATH.duckdb) or "
+        "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (or unset it for the embedded default)"
+    )
+    parsed = urlparse(url)
+    if parsed.scheme == "duckdb":
+        # SQLAlchemy's convention: duckdb:///relative/file.duckdb, duckdb:////absolute/file.duckdb
+        raw_path = unquote(url[len("duckdb:///") :]) if url.startswith("duckdb:///") else ""
+        path = Path(raw_path)
+        if not path.is_absolute():
+            path = (Path.cwd() / path).resolve()
+        if not raw_path or path.is_dir():
+            raise SettingsError(f"LEADFLOW_WAREHOUSE_URL={url!r} names no DuckDB file: {fix}")
+        return WarehouseTarget(url=f"duckdb:///{path}", kind="duckdb", duckdb_path=path)
+    if parsed.scheme in ("postgresql", "postgres", "postgresql+psycopg2"):
+        if not parsed.hostname or not parsed.path.strip("/"):
+            raise SettingsError(f"LEADFLOW_WAREHOUSE_URL={_redact(url)!r} lacks a host or database: {fix}")
+        return WarehouseTarget(
+            url=url.replace("postgresql+psycopg2://", "postgresql://", 1),
+            kind="postgres",
+            host=parsed.hostname,
+            port=parsed.port or 5432,
+            user=unquote(parsed.username) if parsed.username else "postgres",
+            password=unquote(parsed.password) if parsed.password else None,
+            database=parsed.path.strip("/"),
+        )
+    raise SettingsError(f"LEADFLOW_WAREHOUSE_URL={_redact(url)!r} has an unknown scheme {parsed.scheme!r}: {fix}")
+
+
+def _redact(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@", 1)
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All leadflow settings. Build with `Settings.from_env()`."""
+
+    home: Path
+    warehouse: WarehouseTarget
+    crm: str
+    hubspot_base_url: str | None
+    hubspot_access_token: str | None = field(repr=False)
+    crm_database_url: str | None = field(repr=False)
+    n8n_webhook_url: str | None
+    n8n_webhook_token: str | None = field(repr=False)
+    email_from: str = "nurture@leadflow.example"
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.home / "outbox"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        home = Path(env.get("LEADFLOW_HOME") or ".leadflow").expanduser()
+        if not home.is_absolute():
+            home = (Path.cwd() / home).resolve()
+        if home.exists() and not home.is_dir():
+            raise SettingsError(f"LEADFLOW_HOME={home} is a file: point LEADFLOW_HOME at a directory")
+
+        warehouse_url = env.get("LEADFLOW_WAREHOUSE_URL") or f"duckdb:///{home / 'warehouse.duckdb'}"
+        warehouse = parse_warehouse_url(warehouse_url, home)
+
+        crm = (env.get("LEADFLOW_CRM") or "demo").strip().lower()
+        if crm not in CRM_KINDS:
+            raise SettingsError(
+                f"LEADFLOW_CRM={crm!r} is not one of {', '.join(CRM_KINDS)}: set LEADFLOW_CRM=demo for the "
+                "bundled demo CRM, hubspot (with HUBSPOT_ACCESS_TOKEN) or sql (with CRM_DATABASE_URL)"
+            )
+        hubspot_base_url = env.get("HUBSPOT_BASE_URL") or None
+        hubspot_token = env.get("HUBSPOT_ACCESS_TOKEN") or None
+        crm_database_url = env.get("CRM_DATABASE_URL") or None
+        if crm == "hubspot":
+            hubspot_base_url = hubspot_base_url or "https://api.hubapi.com"
+            if not hubspot_token:
+                raise SettingsError(
+                    "LEADFLOW_CRM=hubspot needs HUBSPOT_ACCESS_TOKEN: create a HubSpot private app with the "
+                    "crm.objects.contacts/companies/deals.read scopes and export its token "
+                    "(or put it in .dlt/secrets.toml)"
+                )
+        if crm == "sql" and not crm_database_url:
+            raise SettingsError(
+                "LEADFLOW_CRM=sql needs CRM_DATABASE_URL: set it to a SQLAlchemy URL such as "
+                "postgresql://USER:PASSWORD@HOST/DB or duckdb:////PATH/crm.duckdb"
+            )
+        if hubspot_base_url and not hubspot_base_url.startswith(("http://", "https://")):
+            raise SettingsError(f"HUBSPOT_BASE_URL={hubspot_base_url!r} must start with http:// or https://")
+
+        n8n_url = env.get("N8N_WEBHOOK_URL") or None
+        n8n_token = env.get("N8N_WEBHOOK_TOKEN") or None
+        if n8n_url and not n8n_url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"N8N_WEBHOOK_URL={n8n_url!r} must be an http(s) URL such as "
+                "http://localhost:5678/webhook/leadflow-nurture (or unset it to write to the file outbox)"
+            )
+        if n8n_url and not n8n_token:
+            raise SettingsError(
+                "N8N_WEBHOOK_URL is set but N8N_WEBHOOK_TOKEN is not: set N8N_WEBHOOK_TOKEN to the value of the "
+                "n8n webhook's header credential (X-Leadflow-Token)"
+            )
+        email_from = (env.get("LEADFLOW_EMAIL_FROM") or "nurture@leadflow.example").strip()
+        if "@" not in email_from:
+            raise SettingsError(
+                f"LEADFLOW_EMAIL_FROM={email_from!r} is not an email address: set it to the sender address "
+                "verified in your SendGrid account"
+            )
+        return cls(
+            home=home,
+            warehouse=warehouse,
+            crm=crm,
+            hubspot_base_url=hubspot_base_url,
+            hubspot_access_token=hubspot_token,
+            crm_database_url=crm_database_url,
+            n8n_webhook_url=n8n_url,
+            n8n_webhook_token=n8n_token,
+            email_from=email_from,
+        )
+
+    def export_dbt_env(self) -> None:
+        """Put the variables profiles.yml reads into this process's environment."""
+        os.environ.update(self.warehouse.dbt_env())

@@ -1,0 +1,202 @@
+"""Delivery against a recording webhook with injected faults, on a DuckDB send list (no dbt needed)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from jinja2 import DictLoader, Environment, StrictUndefined
+
+from activation import delivery as delivery_module
+from activation.delivery import LEDGER_TABLE, deliver_send_list
+from activation.transports import OutboxTransport, WebhookTransport
+from activation.warehouse import connect
+from tests.support.webhook_sink import WebhookSink
+
+FROM = "nurture@leadflow.example"
+
+
+def make_send_list(url: str, count: int, template: str = "mql_welcome") -> list[str]:
+    keys = []
+    with connect(url) as wh:
+        wh.execute("create schema if not exists analytics")
+        wh.execute(
+            "create or replace table analytics.send_list_nurture (idempotency_key varchar, lead_id varchar, "
+            "product_id varchar, product_name varchar, workflow varchar, step varchar, channel varchar, "
+            "recipient varchar, template varchar, first_name varchar, score double, stage varchar, "
+            "reason varchar, due_at timestamp with time zone)"
+        )
+        rows = []
+        for i in range(count):
+            key = hashlib.md5(f"lead{i}|atlas|nurture|mql_welcome|email|once".encode()).hexdigest()
+            keys.append(key)
+            rows.append(
+                (key, f"lead{i}", "atlas", "Atlas", "atlas_nurture", "mql_welcome", "email",
+                 f"person{i}@example.com", template, f"Ana{i}", 42.0, "mql", "score >= 40", None)
+            )
+        columns = ["idempotency_key", "lead_id", "product_id", "product_name", "workflow", "step", "channel",
+                   "recipient", "template", "first_name", "score", "stage", "reason", "due_at"]
+        wh.insert_rows("analytics.send_list_nurture", columns, rows)
+    return sorted(keys)
+
+
+def ledger(url: str) -> dict[str, dict]:
+    with connect(url, read_only=True) as wh:
+        return {r["idempotency_key"]: r for r in wh.query(f"select * from {LEDGER_TABLE}")}
+
+
+@pytest.fixture
+def warehouse_url(tmp_path):
+    return f"duckdb:///{tmp_path / 'wh.duckdb'}"
+
+
+def webhook(sink: WebhookSink, **kwargs) -> WebhookTransport:
+    kwargs.setdefault("backoff_seconds", 0.01)
+    kwargs.setdefault("max_backoff_seconds", 0.05)
+    return WebhookTransport(sink.url, sink.token, **kwargs)
+
+
+def test_outbox_run_twice_hands_over_nothing_new(warehouse_url, tmp_path):
+    keys = make_send_list(warehouse_url, 25)
+    outbox = OutboxTransport(tmp_path / "outbox")
+    first = deliver_send_list(warehouse_url, "send_list_nurture", outbox, from_email=FROM, batch_size=10)
+    assert (first.sent, first.batches, first.already_sent) == (25, 3, 0)
+    files = sorted((tmp_path / "outbox" / "send_list_nurture").glob("*.json"))
+    assert len(files) == 3
+    written = [m["idempotency_key"] for f in files for m in json.loads(f.read_text())["messages"]]
+    assert sorted(written) == keys
+    second = deliver_send_list(warehouse_url, "send_list_nurture", outbox, from_email=FROM, batch_size=10)
+    assert (second.sent, second.already_sent) == (0, 25)
+    assert len(list((tmp_path / "outbox" / "send_list_nurture").glob("*.json"))) == 3
+    assert {r["status"] for r in ledger(warehouse_url).values()} == {"sent"}
+
+
+def test_email_payload_is_a_sendgrid_v3_body_carrying_the_key(warehouse_url, tmp_path):
+    make_send_list(warehouse_url, 1)
+    deliver_send_list(warehouse_url, "send_list_nurture", OutboxTransport(tmp_path), from_email=FROM)
+    (batch,) = (tmp_path / "send_list_nurture").glob("*.json")
+    message = json.loads(batch.read_text())["messages"][0]
+    body = message["sendgrid"]
+    assert body["from"]["email"] == FROM
+    assert body["personalizations"][0]["to"][0]["email"] == message["recipient"]
+    assert body["custom_args"]["idempotency_key"] == message["idempotency_key"]
+    assert {c["type"] for c in body["content"]} == {"text/plain", "text/html"}
+    assert "Atlas" in body["subject"]
+
+
+def test_5xx_on_batch_3_of_10_is_retried_with_the_same_keys(warehouse_url):
+    keys = make_send_list(warehouse_url, 100)
+    with WebhookSink() as sink:
+        sink.pass_next(2)
+        sink.fail_next(500, times=2)
+        summary = deliver_send_list(warehouse_url, "send_list_nurture", webhook(sink), from_email=FROM, batch_size=10)
+        assert summary.sent == 100 and summary.failed == 0
+        bodies = [json.loads(r["raw"]) for r in sink.requests]
+        assert len(bodies) == 12  # 10 batches + 2 retries of batch 3
+        assert bodies[2] == bodies[3] == bodies[4]  # batch 3 re-sent byte-for-byte: same keys
+        assert sorted(sink.accepted_keys()) == keys
+
+
+def test_persistent_failure_is_recorded_and_only_unsent_batches_retried_next_run(warehouse_url):
+    keys = make_send_list(warehouse_url, 100)
+    with WebhookSink() as sink:
+        sink.pass_next(2)
+        sink.fail_next(503, times=3)  # batch 3 gives up after 3 attempts
+        summary = deliver_send_list(
+            warehouse_url, "send_list_nurture", webhook(sink, max_attempts=3), from_email=FROM, batch_size=10
+        )
+        assert summary.sent == 90 and summary.failed == 10
+        failed_rows = {k: r for k, r in ledger(warehouse_url).items() if r["status"] == "failed"}
+        assert len(failed_rows) == 10
+        assert all("503" in r["error"] for r in failed_rows.values())
+        failed = set(failed_rows)
+        sent_first = set(sink.accepted_keys())
+        retry = deliver_send_list(warehouse_url, "send_list_nurture", webhook(sink), from_email=FROM, batch_size=10)
+        assert retry.sent == 10 and retry.already_sent == 90
+        second_run_keys = sink.accepted_keys()[len(sent_first) :]
+        assert set(second_run_keys) == failed  # only the failed batch went again
+        assert sorted(set(sink.accepted_keys())) == keys
+        assert {r["status"] for r in ledger(warehouse_url).values()} == {"sent"}
+
+
+def test_429_waits_for_retry_after(warehouse_url):
+    make_send_list(warehouse_url, 5)
+    waits = []
+    with WebhookSink() as sink:
+        sink.fail_next(429, retry_after=7)
+        summary = deliver_send_list(
+            warehouse_url, "send_list_nurture", webhook(sink, max_backoff_seconds=60, sleep=waits.append), from_email=FROM
+        )
+    assert summary.sent == 5
+    assert waits == [7.0]
+
+
+def test_other_4xx_fails_the_batch_with_the_receivers_message(warehouse_url):
+    make_send_list(warehouse_url, 3)
+    with WebhookSink(token="right") as sink:
+        transport = WebhookTransport(sink.url, "wrong", backoff_seconds=0.01)
+        summary = deliver_send_list(warehouse_url, "send_list_nurture", transport, from_email=FROM)
+        assert summary.failed == 3 and len(sink.requests) == 1  # a 403 is not retried
+    assert "403" in summary.errors[0] and "Authorization data is wrong" in summary.errors[0]
+    assert {r["status"] for r in ledger(warehouse_url).values()} == {"failed"}
+
+
+def test_dropped_answer_is_retried_with_the_same_keys_and_recorded_once(warehouse_url):
+    keys = make_send_list(warehouse_url, 10)
+    with WebhookSink() as sink:
+        sink.drop_next()
+        summary = deliver_send_list(warehouse_url, "send_list_nurture", webhook(sink), from_email=FROM)
+        assert summary.sent == 10
+        assert len(sink.accepted) == 2  # the receiver saw the batch twice ...
+        assert sink.accepted[0] == sink.accepted[1]  # ... with identical keys, which it deduplicates
+    rows = ledger(warehouse_url)
+    assert sorted(rows) == keys and {r["status"] for r in rows.values()} == {"sent"}
+
+
+def test_crash_between_pending_and_sent_resends_same_keys_never_new_ones(warehouse_url, tmp_path, monkeypatch):
+    keys = make_send_list(warehouse_url, 20)
+    outbox = OutboxTransport(tmp_path / "outbox")
+    real_record = delivery_module._record
+
+    def crash_on_sent(warehouse, send_list, entries, now):
+        if entries and entries[0][1] == "sent":
+            raise KeyboardInterrupt("simulated crash after hand-over, before recording sent")
+        return real_record(warehouse, send_list, entries, now)
+
+    monkeypatch.setattr(delivery_module, "_record", crash_on_sent)
+    with pytest.raises(KeyboardInterrupt):
+        deliver_send_list(warehouse_url, "send_list_nurture", outbox, from_email=FROM, batch_size=20)
+    assert {r["status"] for r in ledger(warehouse_url).values()} == {"pending"}
+    monkeypatch.setattr(delivery_module, "_record", real_record)
+    summary = deliver_send_list(warehouse_url, "send_list_nurture", outbox, from_email=FROM, batch_size=20)
+    assert summary.sent == 20
+    (batch_file,) = (tmp_path / "outbox" / "send_list_nurture").glob("*.json")  # same batch id, same file
+    assert sorted(m["idempotency_key"] for m in json.loads(batch_file.read_text())["messages"]) == keys
+
+
+def test_template_error_quarantines_only_that_message(warehouse_url, tmp_path, monkeypatch):
+    make_send_list(warehouse_url, 4)
+    with connect(warehouse_url) as wh:
+        wh.execute(
+            "update analytics.send_list_nurture set template = 'broken' where lead_id = 'lead2'"
+        )
+    env = Environment(
+        loader=DictLoader(
+            {
+                "mql_welcome.subject.j2": "Hi {{ first_name }}",
+                "mql_welcome.text.j2": "Hello {{ first_name }}",
+                "mql_welcome.html.j2": "<p>Hello {{ first_name }}</p>",
+                "broken.subject.j2": "Hi {{ no_such_field }}",
+                "broken.text.j2": "x",
+                "broken.html.j2": "x",
+            }
+        ),
+        undefined=StrictUndefined,
+    )
+    monkeypatch.setattr("activation.rendering._environment", env)
+    summary = deliver_send_list(warehouse_url, "send_list_nurture", OutboxTransport(tmp_path), from_email=FROM)
+    assert (summary.sent, summary.quarantined) == (3, 1)
+    rows = ledger(warehouse_url)
+    (bad,) = [r for r in rows.values() if r["status"] == "quarantined"]
+    assert bad["lead_id"] == "lead2" and "no_such_field" in bad["error"]
