@@ -96,5 +96,9 @@ def render_message(
             html=html,
             key=str(row["idempotency_key"]),
         )
+    route: dict[str, Any] = {"channel": row.get("channel"), "recipient": row.get("recipient")}
+    if "sendgrid" in message:
+        route["sendgrid"] = message["sendgrid"]
+    message["routes"] = [route]
     message["fallback_channels"] = list(row.get("fallback_channels") or [])
     return message

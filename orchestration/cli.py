@@ -83,6 +83,17 @@ def _execute(job_name: str, settings: Settings, run_config: dict[str, Any] | Non
     return result
 
 
+def write_last_run(settings: Settings, run_id: str) -> None:
+    """Record the last successful pipeline run for `/health` (atomic replace)."""
+    import json
+    from datetime import UTC, datetime
+
+    target = settings.home / "last_run.json"
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"finished_at": datetime.now(UTC).isoformat(), "status": "success", "run_id": run_id}))
+    os.replace(tmp, target)
+
+
 def _delivery_metadata(result) -> dict[str, Any]:
     for event in result.all_events:
         if event.is_step_materialization:
@@ -142,6 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.full_refresh:
         run_config = {"ops": {"dbt_models": {"config": {"full_refresh": True}}}}
     result = _execute("leadflow_pipeline", settings, run_config)
+    write_last_run(settings, result.run_id)
     print_summary(settings, _delivery_metadata(result))
     return 0
 
