@@ -175,8 +175,10 @@ def _deliver(
     if quarantined:
         _record(warehouse, send_list, [(r, "quarantined", None, err) for r, err in quarantined], now)
         summary.quarantined = len(quarantined)
-        for row, err in quarantined:
+        for row, err in quarantined[:5]:
             log.warning("quarantined message %s: %s", row["idempotency_key"], err)
+        if len(quarantined) > 5:
+            log.warning("... and %d more quarantined (see status 'quarantined' in %s)", len(quarantined) - 5, LEDGER_TABLE)
 
     for start in range(0, len(messages), batch_size):
         batch = messages[start : start + batch_size]

@@ -7,9 +7,11 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from orchestration.runs import write_last_run
 from orchestration.settings import Settings, SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -83,17 +85,6 @@ def _execute(job_name: str, settings: Settings, run_config: dict[str, Any] | Non
     return result
 
 
-def write_last_run(settings: Settings, run_id: str) -> None:
-    """Record the last successful pipeline run for `/health` (atomic replace)."""
-    import json
-    from datetime import UTC, datetime
-
-    target = settings.home / "last_run.json"
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"finished_at": datetime.now(UTC).isoformat(), "status": "success", "run_id": run_id}))
-    os.replace(tmp, target)
-
-
 def _delivery_metadata(result) -> dict[str, Any]:
     for event in result.all_events:
         if event.is_step_materialization:
@@ -153,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.full_refresh:
         run_config = {"ops": {"dbt_models": {"config": {"full_refresh": True}}}}
     result = _execute("leadflow_pipeline", settings, run_config)
-    write_last_run(settings, result.run_id)
+    write_last_run(settings.home, result.run_id)
     print_summary(settings, _delivery_metadata(result))
     return 0
 
@@ -192,12 +183,15 @@ def cmd_demo_crm(args: argparse.Namespace) -> int:
     from ingestion.demo_crm.server import DemoCrmServer
     from orchestration.settings import DEMO_HUBSPOT_TOKEN
 
-    server = DemoCrmServer(seed=args.seed, contacts=args.contacts, token=args.token or DEMO_HUBSPOT_TOKEN, port=args.port)
+    server = DemoCrmServer(
+        seed=args.seed, n_contacts=args.contacts, token=args.token or DEMO_HUBSPOT_TOKEN, port=args.port
+    )
     server.start()
     print(f"demo CRM (HubSpot CRM v3 API) serving {args.contacts} contacts at {server.base_url}")
     print(f"  bearer token: {args.token or DEMO_HUBSPOT_TOKEN}   stop with Ctrl-C")
     try:
-        server.wait()
+        while True:
+            time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
@@ -265,7 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # leadflow's own progress at INFO; libraries (alembic, dagster's python loggers) only when they warn —
+    # Dagster's console logger already prints the run's events once.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("leadflow").setLevel(logging.INFO)
     parser = build_parser()
     args = parser.parse_args(argv)
     return args.func(args) or 0

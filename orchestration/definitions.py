@@ -4,9 +4,8 @@ Everything is wired from `Settings.from_env()`, so `leadflow run`, `leadflow ui`
 graph. Runs execute in-process: the embedded DuckDB warehouse allows a single writer process.
 """
 
-from __future__ import annotations
-
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,19 +16,32 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetSelection,
+    AssetSpec,
     Config,
+    DagsterRunStatus,
+    DefaultSensorStatus,
     Definitions,
     MaterializeResult,
+    RunFailureSensorContext,
+    RunRequest,
+    RunStatusSensorContext,
     ScheduleDefinition,
+    SensorEvaluationContext,
+    SkipReason,
     asset,
     define_asset_job,
     in_process_executor,
+    run_failure_sensor,
+    run_status_sensor,
+    sensor,
 )
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
-from dagster_dlt import DagsterDltResource, dlt_assets
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
+from dagster_dlt.translator import DltResourceTranslatorData
 
 from activation.delivery import deliver_send_list
 from activation.transports import OutboxTransport, WebhookTransport
+from orchestration.runs import post_alert, write_last_run
 from orchestration.settings import DEMO_HUBSPOT_TOKEN, Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -88,8 +100,27 @@ def running_crm_source(target_settings: Settings) -> Iterator[Any]:
         return
     from ingestion.demo_crm.server import DemoCrmServer
 
-    with DemoCrmServer(seed=DEMO_SEED, contacts=DEMO_CONTACTS, token=DEMO_HUBSPOT_TOKEN) as server:
+    with DemoCrmServer(seed=DEMO_SEED, n_contacts=DEMO_CONTACTS, token=DEMO_HUBSPOT_TOKEN) as server:
         yield crm_source_for(target_settings, server.base_url)
+
+
+RAW_TABLE_DESCRIPTIONS = {
+    "contacts": "CRM contacts copied read-only into raw_crm.contacts (incremental on last modified).",
+    "companies": "CRM companies copied read-only into raw_crm.companies (incremental on last modified).",
+    "deals": "CRM deals and their contacts copied read-only into raw_crm.deals (incremental on last modified).",
+    "events": "Landed product and engagement events in raw_events.events, each landing file loaded once.",
+    "quarantine": "Landing lines that failed validation, with the reason, in raw_events.quarantine.",
+}
+
+
+class LeadflowDltTranslator(DagsterDltTranslator):
+    """One-line business descriptions; no placeholder upstream assets for the source systems."""
+
+    def get_asset_spec(self, data: DltResourceTranslatorData) -> AssetSpec:
+        spec = super().get_asset_spec(data)
+        return spec.replace_attributes(
+            deps=[], description=RAW_TABLE_DESCRIPTIONS.get(data.resource.name, spec.description)
+        )
 
 
 crm_pipeline = make_pipeline("leadflow_crm", "raw_crm")
@@ -101,6 +132,7 @@ events_pipeline = make_pipeline("leadflow_events", "raw_events")
     dlt_pipeline=crm_pipeline,
     name="crm",
     group_name="ingestion",
+    dagster_dlt_translator=LeadflowDltTranslator(),
 )
 def crm_assets(context: AssetExecutionContext, dlt: DagsterDltResource):
     """CRM contacts, companies and deals copied read-only into raw_crm."""
@@ -119,6 +151,7 @@ def _events_source():
     dlt_pipeline=events_pipeline,
     name="landing_events",
     group_name="ingestion",
+    dagster_dlt_translator=LeadflowDltTranslator(),
 )
 def landing_event_assets(context: AssetExecutionContext, dlt: DagsterDltResource):
     """Product and engagement events from the landing zone, each file loaded once, bad lines quarantined."""
@@ -137,6 +170,9 @@ dbt_project.prepare_if_dev()
 
 
 class LeadflowDbtTranslator(DagsterDbtTranslator):
+    def get_description(self, dbt_resource_props) -> str:
+        return (dbt_resource_props.get("description") or "").strip() or dbt_resource_props["name"]
+
     def get_group_name(self, dbt_resource_props) -> str | None:
         path = dbt_resource_props.get("original_file_path", "")
         if "/activation/" in path:
@@ -148,7 +184,7 @@ class DbtBuildConfig(Config):
     full_refresh: bool = False
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, dagster_dbt_translator=LeadflowDbtTranslator(), name="dbt_models")
+@dbt_assets(manifest=dbt_project.manifest_path, dagster_dbt_translator=LeadflowDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_duplicate_source_asset_keys=True)), name="dbt_models")
 def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
     """The dbt lead model: staging, identities, scores and send lists."""
     args = ["build"] + (["--full-refresh"] if config.full_refresh else [])
@@ -215,6 +251,57 @@ activate_job = define_asset_job(
     "leadflow_activate", selection=AssetSelection.assets(nurture_delivery), description="Deliver send lists."
 )
 
+def _landing_fingerprint(landing_dir: Path) -> tuple[int, int]:
+    """(number of complete landing files, newest mtime in ns): changes whenever a file lands."""
+    files = [p for p in landing_dir.glob("*/*.jsonl") if p.is_file()]
+    return len(files), max((p.stat().st_mtime_ns for p in files), default=0)
+
+
+@sensor(
+    job=pipeline_job,
+    minimum_interval_seconds=settings.freshness_min_interval_seconds,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Runs the pipeline when new files land in the landing zone (webhooks, product events).",
+)
+def landing_zone_sensor(context: SensorEvaluationContext):
+    count, newest = _landing_fingerprint(settings.landing_dir)
+    cursor = f"{count}:{newest}"
+    if count == 0 or cursor == context.cursor:
+        return SkipReason(f"no new landing files ({count} files, newest mtime {newest})")
+    context.update_cursor(cursor)
+    lag_seconds = max(0.0, time.time() - newest / 1e9)
+    return RunRequest(run_key=cursor, tags={"leadflow/trigger": "landing", "leadflow/lag_seconds": f"{lag_seconds:.1f}"})
+
+
+@run_status_sensor(
+    run_status=DagsterRunStatus.SUCCESS,
+    monitored_jobs=[pipeline_job],
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Records the last successful pipeline run for the API's /health.",
+)
+def record_last_successful_run(context: RunStatusSensorContext):
+    write_last_run(settings.home, context.dagster_run.run_id)
+
+
+@run_failure_sensor(
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Posts a compact alert to LEADFLOW_ALERT_URL when a run fails.",
+)
+def alert_on_run_failure(context: RunFailureSensorContext):
+    if not settings.alert_url:
+        return
+    post_alert(
+        settings.alert_url,
+        {
+            "source": "dagster",
+            "workflow": context.dagster_run.job_name,
+            "node": next((e.step_key for e in context.get_step_failure_events()), None),
+            "message": context.failure_event.message,
+            "execution_id": context.dagster_run.run_id,
+        },
+    )
+
+
 hourly_pipeline_schedule = ScheduleDefinition(
     name="leadflow_pipeline_hourly", job=pipeline_job, cron_schedule="15 * * * *"
 )
@@ -223,6 +310,7 @@ defs = Definitions(
     assets=[crm_assets, landing_event_assets, dbt_models, nurture_delivery],
     jobs=[pipeline_job, ingest_job, transform_job, activate_job],
     schedules=[hourly_pipeline_schedule],
+    sensors=[landing_zone_sensor, record_last_successful_run, alert_on_run_failure],
     resources={
         "dlt": DagsterDltResource(),
         "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=str(Path(sys.executable).parent / "dbt")),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 CRM_KINDS = ("demo", "hubspot", "sql")
 DEMO_HUBSPOT_TOKEN = "demo-token"  # the bundled demo CRM's bearer token; not a secret
@@ -47,7 +47,12 @@ class WarehouseTarget:
         """Credentials in the form dlt destinations accept."""
         if self.kind == "duckdb":
             return str(self.duckdb_path)
-        return self.url.replace("postgres://", "postgresql://", 1)
+        if self.password:
+            return self.url.replace("postgres://", "postgresql://", 1)
+        # dlt's PostgreSQL credentials refuse an empty password; a server using trust auth ignores this one.
+        return (
+            f"postgresql://{quote(self.user or 'postgres', safe='')}:unused@{self.host}:{self.port}/{self.database}"
+        )
 
     def dbt_env(self) -> dict[str, str]:
         """Environment variables profiles.yml reads (dbt cannot parse a URL itself)."""
@@ -116,6 +121,8 @@ class Settings:
     n8n_webhook_url: str | None
     n8n_webhook_token: str | None = field(repr=False)
     email_from: str = "nurture@leadflow.example"
+    alert_url: str | None = None
+    freshness_min_interval_seconds: int = 30
 
     @property
     def landing_dir(self) -> Path:
@@ -184,6 +191,18 @@ class Settings:
                 f"LEADFLOW_EMAIL_FROM={email_from!r} is not an email address: set it to the sender address "
                 "verified in your SendGrid account"
             )
+        alert_url = env.get("LEADFLOW_ALERT_URL") or None
+        if alert_url and not alert_url.startswith(("http://", "https://")):
+            raise SettingsError(f"LEADFLOW_ALERT_URL={alert_url!r} must be an http(s) URL (or unset it)")
+        raw_interval = env.get("LEADFLOW_FRESHNESS_MIN_INTERVAL_SECONDS") or "30"
+        try:
+            min_interval = int(raw_interval)
+            if min_interval < 1:
+                raise ValueError
+        except ValueError as error:
+            raise SettingsError(
+                f"LEADFLOW_FRESHNESS_MIN_INTERVAL_SECONDS={raw_interval!r} must be a whole number of seconds >= 1"
+            ) from error
         return cls(
             home=home,
             warehouse=warehouse,
@@ -194,6 +213,8 @@ class Settings:
             n8n_webhook_url=n8n_url,
             n8n_webhook_token=n8n_token,
             email_from=email_from,
+            alert_url=alert_url,
+            freshness_min_interval_seconds=min_interval,
         )
 
     def export_dbt_env(self) -> None:
