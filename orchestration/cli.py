@@ -209,6 +209,19 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(command, cwd=REPO_ROOT)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _load_settings()
+    from ingestion.intake import IntakeConfig, serve
+
+    try:
+        config = IntakeConfig.from_settings(settings)
+    except SettingsError as error:
+        print(f"leadflow: setting error: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+    serve(args.host, args.port, config)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leadflow",
@@ -248,6 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--contacts", type=int, default=500, help="number of contacts (default 500)")
     demo.add_argument("--token", default=None, help="bearer token to require (default demo-token)")
     demo.set_defaults(func=cmd_demo_crm)
+
+    serve = sub.add_parser(
+        "serve",
+        help="intake and Lead Tracker API: signed webhooks, events, lead endpoints",
+        description="Serve the HTTP API (FastAPI on uvicorn): SendGrid/WhatsApp/chatbot webhooks with signature "
+        "checks, product and delivery events, the Lead Tracker endpoints and /health. Everything received is "
+        "fsynced to the landing zone before the answer. OpenAPI at /openapi.json.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.set_defaults(func=cmd_serve)
 
     ui = sub.add_parser("ui", help="open the Dagster UI on the same definitions",
                         description="Start `dagster dev` on leadflow's definitions with the same instance as "
