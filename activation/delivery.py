@@ -26,6 +26,7 @@ log = logging.getLogger("leadflow.activation")
 LEDGER_SCHEMA = "leadflow_activation"
 LEDGER_TABLE = f"{LEDGER_SCHEMA}.delivery_ledger"
 MAX_BATCH_SIZE = 1000  # SendGrid accepts at most 1000 personalizations per mail/send request
+MAX_ATTEMPTS = 3  # a message the receiver failed this many times stays failed (no endless retries)
 
 LEDGER_DDL = f"""
 create table if not exists {LEDGER_TABLE} (
@@ -36,6 +37,8 @@ create table if not exists {LEDGER_TABLE} (
     workflow varchar,
     step varchar,
     channel varchar,
+    channel_used varchar,
+    provider_message_id varchar,
     batch_id varchar,
     status varchar not null,
     attempts integer not null default 0,
@@ -52,8 +55,12 @@ class Transport(Protocol):
 
     destination: str
 
-    def send(self, batch_id: str, body: dict[str, Any]) -> None:
-        """Hand over one batch; raise `DeliveryError` when the receiver refused it."""
+    def send(self, batch_id: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Hand over one batch; raise `DeliveryError` when the receiver refused it.
+
+        May return the receiver's answer: `{"results": [{"idempotency_key", "status", "channel",
+        "provider_message_id", "reason"}]}` with status `accepted`, `failed` or `duplicate` per message.
+        """
 
 
 class DeliveryError(RuntimeError):
@@ -71,7 +78,10 @@ class DeliverySummary:
     sent: int = 0
     failed: int = 0
     quarantined: int = 0
+    given_up: int = 0
+    unconfirmed: int = 0
     batches: int = 0
+    failed_batches: int = 0
     errors: list[str] = field(default_factory=list)
     duration_seconds: float = 0.0
 
@@ -94,11 +104,22 @@ def read_send_list(warehouse: Warehouse, send_list: str, schema: str = "analytic
     return warehouse.query(f"select * from {schema}.{send_list} order by idempotency_key")
 
 
-def ledger_statuses(warehouse: Warehouse, keys: Iterable[str]) -> dict[str, str]:
-    """Status of each key already in the ledger."""
+def ledger_statuses(warehouse: Warehouse, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Status and attempts of each key already in the ledger."""
     del keys  # the ledger is read whole: one scan beats thousands of point lookups on DuckDB
-    rows = warehouse.query(f"select idempotency_key, status from {LEDGER_TABLE}")
-    return {row["idempotency_key"]: row["status"] for row in rows}
+    rows = warehouse.query(f"select idempotency_key, status, attempts from {LEDGER_TABLE}")
+    return {row["idempotency_key"]: row for row in rows}
+
+
+def _is_due(entry: dict[str, Any] | None) -> bool:
+    """Never sent, still pending (a crash or a lost answer), quarantined, or failed fewer than MAX_ATTEMPTS times."""
+    if entry is None:
+        return True
+    if entry["status"] == "sent":
+        return False
+    if entry["status"] == "failed":
+        return int(entry["attempts"] or 0) < MAX_ATTEMPTS
+    return True
 
 
 def batch_id_for(send_list: str, keys: Sequence[str]) -> str:
@@ -162,8 +183,16 @@ def _deliver(
     now: datetime | None,
 ) -> None:
     summary.candidates = len(rows)
-    due = [r for r in rows if statuses.get(r["idempotency_key"]) != "sent"]
-    summary.already_sent = len(rows) - len(due)
+    due = [r for r in rows if _is_due(statuses.get(r["idempotency_key"]))]
+    summary.already_sent = sum(
+        1 for r in rows if (statuses.get(r["idempotency_key"]) or {}).get("status") == "sent"
+    )
+    summary.given_up = sum(
+        1
+        for r in rows
+        if (statuses.get(r["idempotency_key"]) or {}).get("status") == "failed"
+        and not _is_due(statuses.get(r["idempotency_key"]))
+    )
 
     messages: list[dict[str, Any]] = []
     quarantined: list[tuple[dict[str, Any], str]] = []
@@ -178,7 +207,11 @@ def _deliver(
         for row, err in quarantined[:5]:
             log.warning("quarantined message %s: %s", row["idempotency_key"], err)
         if len(quarantined) > 5:
-            log.warning("... and %d more quarantined (see status 'quarantined' in %s)", len(quarantined) - 5, LEDGER_TABLE)
+            log.warning(
+                "... and %d more quarantined (see status 'quarantined' in %s)",
+                len(quarantined) - 5,
+                LEDGER_TABLE,
+            )
 
     for start in range(0, len(messages), batch_size):
         batch = messages[start : start + batch_size]
@@ -193,23 +226,68 @@ def _deliver(
             "messages": batch,
         }
         try:
-            transport.send(batch_id, json.loads(json.dumps(body, default=_json_default)))
+            answer = transport.send(batch_id, json.loads(json.dumps(body, default=_json_default)))
         except DeliveryError as error:
             _record(warehouse, send_list, [(by_key[k], "failed", batch_id, str(error)) for k in keys], now)
             summary.failed += len(batch)
+            summary.failed_batches += 1
             summary.errors.append(f"batch {batch_id}: {error}")
             log.error("batch %s failed: %s", batch_id, error)
             continue
-        _record(warehouse, send_list, [(by_key[k], "sent", batch_id, None) for k in keys], now)
-        summary.sent += len(batch)
+        outcomes = message_outcomes(keys, answer)
+        entries = [
+            (by_key[k], status, batch_id, reason, channel, provider_id)
+            for k, (status, reason, channel, provider_id) in outcomes.items()
+        ]
+        _record(warehouse, send_list, entries, now)
+        for status, reason, _, _ in outcomes.values():
+            if status == "sent":
+                summary.sent += 1
+            elif status == "failed":
+                summary.failed += 1
+                if len(summary.errors) < 20:
+                    summary.errors.append(reason or "failed")
+            else:
+                summary.unconfirmed += 1
         summary.batches += 1
         log.info("handed over batch %s (%d messages) to %s", batch_id, len(batch), transport.destination)
+
+
+def message_outcomes(
+    keys: Sequence[str], answer: dict[str, Any] | None
+) -> dict[str, tuple[str, str | None, str | None, str | None]]:
+    """Ledger outcome per key from the receiver's answer: (status, reason, channel used, provider message id).
+
+    No per-message answer (file outbox, a plain 2xx) means every message was handed over. With n8n's
+    `results`: `accepted` and `duplicate` (it processed that key before) are sent, `failed` is failed with the
+    receiver's reason, and a key the answer does not mention stays pending: the next run re-sends it with
+    the same key, which the receiver drops if it had in fact processed it.
+    """
+    results = answer.get("results") if isinstance(answer, dict) else None
+    if not isinstance(results, list):
+        return {key: ("sent", None, None, None) for key in keys}
+    by_key = {r.get("idempotency_key"): r for r in results if isinstance(r, dict)}
+    outcomes: dict[str, tuple[str, str | None, str | None, str | None]] = {}
+    for key in keys:
+        result = by_key.get(key)
+        if result is None:
+            outcomes[key] = ("pending", "the receiver's answer did not mention this message", None, None)
+            continue
+        status = str(result.get("status", "")).lower()
+        channel, provider_id = result.get("channel"), result.get("provider_message_id")
+        if status in ("accepted", "sent", "duplicate"):
+            outcomes[key] = ("sent", None, channel, provider_id)
+        elif status == "failed":
+            outcomes[key] = ("failed", str(result.get("reason") or "failed without a reason"), channel, None)
+        else:
+            outcomes[key] = ("pending", f"unknown status {status!r} from the receiver", channel, provider_id)
+    return outcomes
 
 
 def _record(
     warehouse: Warehouse,
     send_list: str,
-    entries: Sequence[tuple[dict[str, Any], str, str | None, str | None]],
+    entries: Sequence[tuple],
     now: datetime | None,
 ) -> None:
     """Upsert ledger rows and commit them before the caller goes on."""
@@ -228,12 +306,28 @@ def _record(
             error,
             stamp,
             stamp,
+            (extra + (None, None))[0],
+            (extra + (None, None))[1],
         )
-        for row, status, batch_id, error in entries
+        for row, status, batch_id, error, *extra_list in entries
+        for extra in [tuple(extra_list)]
     ]
     columns = (
-        "idempotency_key", "send_list", "lead_id", "product_id", "workflow", "step", "channel",
-        "batch_id", "status", "error", "created_at", "updated_at", "attempts",
+        "idempotency_key",
+        "send_list",
+        "lead_id",
+        "product_id",
+        "workflow",
+        "step",
+        "channel",
+        "batch_id",
+        "status",
+        "error",
+        "created_at",
+        "updated_at",
+        "channel_used",
+        "provider_message_id",
+        "attempts",
     )
     warehouse.insert_rows(
         LEDGER_TABLE,
@@ -244,6 +338,8 @@ def _record(
             batch_id = excluded.batch_id,
             status = excluded.status,
             error = excluded.error,
+            channel_used = coalesce(excluded.channel_used, delivery_ledger.channel_used),
+            provider_message_id = coalesce(excluded.provider_message_id, delivery_ledger.provider_message_id),
             updated_at = excluded.updated_at,
             attempts = delivery_ledger.attempts
                 + case when excluded.status = 'pending' then 1 else 0 end

@@ -31,6 +31,7 @@ class OutboxTransport:
         self.destination = str(self.outbox_dir)
 
     def send(self, batch_id: str, body: dict[str, Any]) -> None:
+        """Write the batch file; the outbox has no per-message answer, so every message counts as handed over."""
         folder = self.outbox_dir / str(body.get("send_list", "batches"))
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{batch_id}.json"
@@ -94,7 +95,8 @@ class WebhookTransport:
             return min(error.retry_after, self.max_backoff_seconds)
         return self._exponential(state)
 
-    def send(self, batch_id: str, body: dict[str, Any]) -> None:
+    def send(self, batch_id: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """POST the batch; return the receiver's JSON answer (n8n's per-message `results`), if any."""
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         headers = {
             "Content-Type": "application/json",
@@ -115,7 +117,9 @@ class WebhookTransport:
             except (requests.ConnectionError, requests.Timeout) as error:
                 raise _Retryable(f"{type(error).__name__}: {error}") from error
             if response.status_code == 429:
-                raise _Retryable("429 Too Many Requests", _parse_retry_after(response.headers.get("Retry-After")))
+                raise _Retryable(
+                    "429 Too Many Requests", _parse_retry_after(response.headers.get("Retry-After"))
+                )
             if response.status_code >= 500:
                 raise _Retryable(f"{response.status_code} {response.text[:300]}")
             return response
@@ -126,3 +130,8 @@ class WebhookTransport:
             raise DeliveryError(f"gave up after {self.max_attempts} attempts: {error}") from error
         if response.status_code >= 400:
             raise DeliveryError(f"receiver refused the batch: {response.status_code} {response.text[:500]}")
+        try:
+            answer = response.json()
+        except ValueError:
+            return None
+        return answer if isinstance(answer, dict) else None

@@ -222,16 +222,19 @@ def nurture_delivery(context: AssetExecutionContext) -> MaterializeResult:
         "sent": summary.sent,
         "failed": summary.failed,
         "quarantined": summary.quarantined,
+        "unconfirmed": summary.unconfirmed,
+        "given_up": summary.given_up,
         "already_sent": summary.already_sent,
         "candidates": summary.candidates,
         "batches": summary.batches,
         "destination": summary.destination,
         "duration_seconds": summary.duration_seconds,
     }
-    if summary.failed:
+    if summary.failed_batches:
         raise RuntimeError(
-            f"{summary.failed} messages failed to deliver (they stay in the ledger as failed and are retried "
-            f"next run): {'; '.join(summary.errors)[:1000]}"
+            f"{summary.failed_batches} batches ({summary.failed} messages) were not accepted by "
+            f"{summary.destination}; they stay in the ledger as failed and the next run retries them with the "
+            f"same idempotency keys: {'; '.join(summary.errors)[:1000]}"
         )
     return MaterializeResult(metadata=metadata)
 

@@ -301,7 +301,7 @@ class N8nProcess:
             return 0
 
     def wait_until_idle(self, timeout: float = 15.0) -> bool:
-        """Wait until no execution runs (e.g. the report step after the webhook answered); False on timeout."""
+        """Wait until no execution runs (e.g. the report step after the answer); False on timeout."""
         deadline = time.monotonic() + timeout
         while self.running_executions() > 0:
             if time.monotonic() > deadline:

@@ -21,6 +21,11 @@ class WebhookSink:
         self.requests: list[dict[str, Any]] = []
         self.accepted: list[dict[str, Any]] = []
         self.faults: deque[tuple[str, int, float | None]] = deque()
+        self.failing_keys: dict[str, str] = {}  # idempotency key -> reason answered as `failed`
+        self.omit_keys: set[str] = set()  # keys left out of the answer (as if the receiver lost track)
+        self.seen_keys: set[str] = (
+            set()
+        )  # keys processed before, answered as `duplicate` (n8n's second guard)
         self.lock = threading.Lock()
         sink = self
 
@@ -50,10 +55,31 @@ class WebhookSink:
                     self.close_connection = True
                     self.connection.close()
                     return None
-                statuses = [
-                    {"idempotency_key": m.get("idempotency_key"), "status": "accepted"}
-                    for m in body.get("messages", [])
-                ]
+                statuses = []
+                with sink.lock:
+                    for message in body.get("messages", []):
+                        key = message.get("idempotency_key")
+                        if key in sink.omit_keys:
+                            continue
+                        if key in sink.failing_keys:
+                            statuses.append(
+                                {"idempotency_key": key, "status": "failed", "reason": sink.failing_keys[key]}
+                            )
+                        elif key in sink.seen_keys:
+                            statuses.append({"idempotency_key": key, "status": "duplicate"})
+                        else:
+                            sink.seen_keys.add(key)
+                            channel = (message.get("routes") or [{}])[0].get("channel") or message.get(
+                                "channel"
+                            )
+                            statuses.append(
+                                {
+                                    "idempotency_key": key,
+                                    "status": "accepted",
+                                    "channel": channel,
+                                    "provider_message_id": f"stub-{key[:12]}",
+                                }
+                            )
                 return self._answer(200, {"results": statuses})
 
             def _answer(self, status: int, payload: dict, headers: dict | None = None):

@@ -32,11 +32,39 @@ def make_send_list(url: str, count: int, template: str = "mql_welcome") -> list[
             key = hashlib.md5(f"lead{i}|atlas|nurture|mql_welcome|email|once".encode()).hexdigest()
             keys.append(key)
             rows.append(
-                (key, f"lead{i}", "atlas", "Atlas", "atlas_nurture", "mql_welcome", "email",
-                 f"person{i}@example.com", template, f"Ana{i}", 42.0, "mql", "score >= 40", None)
+                (
+                    key,
+                    f"lead{i}",
+                    "atlas",
+                    "Atlas",
+                    "atlas_nurture",
+                    "mql_welcome",
+                    "email",
+                    f"person{i}@example.com",
+                    template,
+                    f"Ana{i}",
+                    42.0,
+                    "mql",
+                    "score >= 40",
+                    None,
+                )
             )
-        columns = ["idempotency_key", "lead_id", "product_id", "product_name", "workflow", "step", "channel",
-                   "recipient", "template", "first_name", "score", "stage", "reason", "due_at"]
+        columns = [
+            "idempotency_key",
+            "lead_id",
+            "product_id",
+            "product_name",
+            "workflow",
+            "step",
+            "channel",
+            "recipient",
+            "template",
+            "first_name",
+            "score",
+            "stage",
+            "reason",
+            "due_at",
+        ]
         wh.insert_rows("analytics.send_list_nurture", columns, rows)
     return sorted(keys)
 
@@ -90,7 +118,9 @@ def test_5xx_on_batch_3_of_10_is_retried_with_the_same_keys(warehouse_url):
     with WebhookSink() as sink:
         sink.pass_next(2)
         sink.fail_next(500, times=2)
-        summary = deliver_send_list(warehouse_url, "send_list_nurture", webhook(sink), from_email=FROM, batch_size=10)
+        summary = deliver_send_list(
+            warehouse_url, "send_list_nurture", webhook(sink), from_email=FROM, batch_size=10
+        )
         assert summary.sent == 100 and summary.failed == 0
         bodies = [json.loads(r["raw"]) for r in sink.requests]
         assert len(bodies) == 12  # 10 batches + 2 retries of batch 3
@@ -112,7 +142,9 @@ def test_persistent_failure_is_recorded_and_only_unsent_batches_retried_next_run
         assert all("503" in r["error"] for r in failed_rows.values())
         failed = set(failed_rows)
         sent_first = set(sink.accepted_keys())
-        retry = deliver_send_list(warehouse_url, "send_list_nurture", webhook(sink), from_email=FROM, batch_size=10)
+        retry = deliver_send_list(
+            warehouse_url, "send_list_nurture", webhook(sink), from_email=FROM, batch_size=10
+        )
         assert retry.sent == 10 and retry.already_sent == 90
         second_run_keys = sink.accepted_keys()[len(sent_first) :]
         assert set(second_run_keys) == failed  # only the failed batch went again
@@ -126,7 +158,10 @@ def test_429_waits_for_retry_after(warehouse_url):
     with WebhookSink() as sink:
         sink.fail_next(429, retry_after=7)
         summary = deliver_send_list(
-            warehouse_url, "send_list_nurture", webhook(sink, max_backoff_seconds=60, sleep=waits.append), from_email=FROM
+            warehouse_url,
+            "send_list_nurture",
+            webhook(sink, max_backoff_seconds=60, sleep=waits.append),
+            from_email=FROM,
         )
     assert summary.sent == 5
     assert waits == [7.0]
@@ -154,7 +189,9 @@ def test_dropped_answer_is_retried_with_the_same_keys_and_recorded_once(warehous
     assert sorted(rows) == keys and {r["status"] for r in rows.values()} == {"sent"}
 
 
-def test_crash_between_pending_and_sent_resends_same_keys_never_new_ones(warehouse_url, tmp_path, monkeypatch):
+def test_crash_between_pending_and_sent_resends_same_keys_never_new_ones(
+    warehouse_url, tmp_path, monkeypatch
+):
     keys = make_send_list(warehouse_url, 20)
     outbox = OutboxTransport(tmp_path / "outbox")
     real_record = delivery_module._record
@@ -178,9 +215,7 @@ def test_crash_between_pending_and_sent_resends_same_keys_never_new_ones(warehou
 def test_template_error_quarantines_only_that_message(warehouse_url, tmp_path, monkeypatch):
     make_send_list(warehouse_url, 4)
     with connect(warehouse_url) as wh:
-        wh.execute(
-            "update analytics.send_list_nurture set template = 'broken' where lead_id = 'lead2'"
-        )
+        wh.execute("update analytics.send_list_nurture set template = 'broken' where lead_id = 'lead2'")
     env = Environment(
         loader=DictLoader(
             {
@@ -195,8 +230,37 @@ def test_template_error_quarantines_only_that_message(warehouse_url, tmp_path, m
         undefined=StrictUndefined,
     )
     monkeypatch.setattr("activation.rendering._environment", env)
-    summary = deliver_send_list(warehouse_url, "send_list_nurture", OutboxTransport(tmp_path), from_email=FROM)
+    summary = deliver_send_list(
+        warehouse_url, "send_list_nurture", OutboxTransport(tmp_path), from_email=FROM
+    )
     assert (summary.sent, summary.quarantined) == (3, 1)
     rows = ledger(warehouse_url)
     (bad,) = [r for r in rows.values() if r["status"] == "quarantined"]
     assert bad["lead_id"] == "lead2" and "no_such_field" in bad["error"]
+
+
+def test_per_message_answers_reach_the_ledger(warehouse_url):
+    keys = make_send_list(warehouse_url, 6)
+    with WebhookSink() as sink:
+        sink.failing_keys[keys[0]] = "all routes failed: email 550 mailbox unavailable"
+        sink.omit_keys.add(keys[1])
+        sink.seen_keys.add(keys[2])  # the receiver had processed this key before
+        summary = deliver_send_list(warehouse_url, "send_list_nurture", webhook(sink), from_email=FROM)
+        assert (summary.sent, summary.failed, summary.unconfirmed, summary.failed_batches) == (4, 1, 1, 0)
+        rows = ledger(warehouse_url)
+        assert rows[keys[0]]["status"] == "failed" and "550" in rows[keys[0]]["error"]
+        assert rows[keys[1]]["status"] == "pending"
+        assert rows[keys[2]]["status"] == "sent"
+        assert rows[keys[3]]["channel_used"] == "email" and rows[keys[3]]["provider_message_id"].startswith(
+            "stub-"
+        )
+
+        # next run: the pending key goes again (now answered), the failed key retries until MAX_ATTEMPTS
+        sink.omit_keys.clear()
+        again = deliver_send_list(warehouse_url, "send_list_nurture", webhook(sink), from_email=FROM)
+        assert (again.sent, again.failed, again.already_sent) == (1, 1, 4)
+        deliver_send_list(warehouse_url, "send_list_nurture", webhook(sink), from_email=FROM)
+        final = deliver_send_list(warehouse_url, "send_list_nurture", webhook(sink), from_email=FROM)
+        assert (final.sent, final.failed, final.given_up) == (0, 0, 1)
+        sent_keys = [k for body in sink.accepted for k in [m["idempotency_key"] for m in body["messages"]]]
+        assert sent_keys.count(keys[0]) == delivery_module.MAX_ATTEMPTS
