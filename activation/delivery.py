@@ -13,7 +13,8 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -79,6 +80,7 @@ class DeliverySummary:
     failed: int = 0
     quarantined: int = 0
     given_up: int = 0
+    not_yet_due: int = 0
     unconfirmed: int = 0
     batches: int = 0
     failed_batches: int = 0
@@ -134,26 +136,94 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+@dataclass
+class DeliveryPlan:
+    """What a run would do now: the messages due (rendered or quarantined) and what is skipped and why."""
+
+    send_list: str
+    candidates: int = 0
+    already_sent: int = 0
+    given_up: int = 0
+    not_yet_due: int = 0
+    due_rows: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    quarantined: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+
+
+def plan_delivery(
+    warehouse: Warehouse,
+    send_list: str,
+    *,
+    from_email: str,
+    workflow: str | None = None,
+    schema: str = "analytics",
+    now: datetime | None = None,
+) -> DeliveryPlan:
+    """Diff the send list against the ledger and render what is due; writes nothing.
+
+    A row is due when its `due_at` (if the send list has one) has passed and the ledger has not recorded it as
+    sent (or as failed `MAX_ATTEMPTS` times).
+    """
+    moment = now or datetime.now(UTC)
+    rows = read_send_list(warehouse, send_list, schema)
+    if workflow is not None:
+        rows = [r for r in rows if r.get("workflow") == workflow]
+    statuses = (
+        ledger_statuses(warehouse, (r["idempotency_key"] for r in rows))
+        if warehouse.table_exists(LEDGER_SCHEMA, "delivery_ledger")
+        else {}
+    )
+    plan = DeliveryPlan(send_list=send_list, candidates=len(rows))
+    for row in rows:
+        entry = statuses.get(row["idempotency_key"])
+        if entry is not None and entry["status"] == "sent":
+            plan.already_sent += 1
+        elif not _is_due(entry):
+            plan.given_up += 1
+        elif _due_later(row.get("due_at"), moment):
+            plan.not_yet_due += 1
+        else:
+            plan.due_rows.append(row)
+    for row in plan.due_rows:
+        try:
+            plan.messages.append(render_message(row, from_email=from_email))
+        except RenderError as error:
+            plan.quarantined.append((row, str(error)))
+    return plan
+
+
+def _due_later(due_at: Any, moment: datetime) -> bool:
+    if due_at is None:
+        return False
+    if isinstance(due_at, str):
+        due_at = datetime.fromisoformat(due_at.replace("Z", "+00:00"))
+    if due_at.tzinfo is None:
+        due_at = due_at.replace(tzinfo=UTC)
+    return due_at > moment
+
+
 def deliver_send_list(
     warehouse_url: str,
     send_list: str,
     transport: Transport,
     *,
     from_email: str,
+    workflow: str | None = None,
     batch_size: int = MAX_BATCH_SIZE,
     schema: str = "analytics",
     now: datetime | None = None,
 ) -> DeliverySummary:
-    """Deliver every message of a send list not yet sent, exactly once per idempotency key.
+    """Deliver every due message of a send list not yet sent, exactly once per idempotency key.
 
     Args:
         warehouse_url: leadflow warehouse URL (duckdb:///… or postgresql://…).
         send_list: name of the send-list model (a table in `schema`).
         transport: where batches go (n8n webhook or file outbox).
         from_email: sender address for email payloads.
+        workflow: deliver only this workflow's rows (None = all).
         batch_size: messages per batch, at most 1000.
         schema: schema holding the send list.
-        now: timestamp recorded in the ledger (defaults to the current time).
+        now: the delivery time (defaults to the current time): rows due later wait.
 
     Returns:
         A summary with counts of sent, failed, quarantined and already-sent messages.
@@ -161,46 +231,61 @@ def deliver_send_list(
     started = time.monotonic()
     batch_size = max(1, min(batch_size, MAX_BATCH_SIZE))
     summary = DeliverySummary(send_list=send_list, destination=transport.destination)
-    with connect(warehouse_url) as warehouse:
+    with delivery_lock(warehouse_url, send_list), connect(warehouse_url) as warehouse:
         ensure_ledger(warehouse)
         warehouse.commit()
-        rows = read_send_list(warehouse, send_list, schema)
-        statuses = ledger_statuses(warehouse, (r["idempotency_key"] for r in rows))
-        _deliver(warehouse, summary, rows, statuses, send_list, transport, from_email, batch_size, now)
+        plan = plan_delivery(
+            warehouse, send_list, from_email=from_email, workflow=workflow, schema=schema, now=now
+        )
+        _deliver(warehouse, summary, plan, send_list, transport, batch_size, now)
     summary.duration_seconds = round(time.monotonic() - started, 3)
     return summary
+
+
+@contextmanager
+def delivery_lock(warehouse_url: str, send_list: str, timeout: float = 600.0) -> Iterator[None]:
+    """Serialize delivery runs of one send list, across threads and processes.
+
+    Two runs at once would both see a key as unsent and both hand it over. On PostgreSQL a session advisory
+    lock serializes them; on DuckDB (one writer process anyway) a lock file beside the warehouse does, which
+    also covers two threads of one process.
+    """
+    if warehouse_url.startswith("duckdb:"):
+        from filelock import FileLock
+
+        path = "/" + warehouse_url[len("duckdb:///") :].lstrip("/")
+        with FileLock(f"{path}.{send_list}.delivery.lock", timeout=timeout):
+            yield
+        return
+    import psycopg2
+
+    key = int.from_bytes(hashlib.sha256(f"leadflow:{send_list}".encode()).digest()[:8], "big", signed=True)
+    lock_connection = psycopg2.connect(warehouse_url)
+    lock_connection.autocommit = True
+    try:
+        with lock_connection.cursor() as cursor:
+            cursor.execute("select pg_advisory_lock(%s)", (key,))
+        yield
+    finally:
+        with lock_connection.cursor() as cursor:
+            cursor.execute("select pg_advisory_unlock(%s)", (key,))
+        lock_connection.close()
 
 
 def _deliver(
     warehouse: Warehouse,
     summary: DeliverySummary,
-    rows: list[dict[str, Any]],
-    statuses: dict[str, str],
+    plan: DeliveryPlan,
     send_list: str,
     transport: Transport,
-    from_email: str,
     batch_size: int,
     now: datetime | None,
 ) -> None:
-    summary.candidates = len(rows)
-    due = [r for r in rows if _is_due(statuses.get(r["idempotency_key"]))]
-    summary.already_sent = sum(
-        1 for r in rows if (statuses.get(r["idempotency_key"]) or {}).get("status") == "sent"
-    )
-    summary.given_up = sum(
-        1
-        for r in rows
-        if (statuses.get(r["idempotency_key"]) or {}).get("status") == "failed"
-        and not _is_due(statuses.get(r["idempotency_key"]))
-    )
-
-    messages: list[dict[str, Any]] = []
-    quarantined: list[tuple[dict[str, Any], str]] = []
-    for row in due:
-        try:
-            messages.append(render_message(row, from_email=from_email))
-        except RenderError as error:
-            quarantined.append((row, str(error)))
+    summary.candidates = plan.candidates
+    summary.already_sent = plan.already_sent
+    summary.given_up = plan.given_up
+    summary.not_yet_due = plan.not_yet_due
+    messages, quarantined, due = plan.messages, plan.quarantined, plan.due_rows
     if quarantined:
         _record(warehouse, send_list, [(r, "quarantined", None, err) for r, err in quarantined], now)
         summary.quarantined = len(quarantined)
@@ -213,11 +298,11 @@ def _deliver(
                 LEDGER_TABLE,
             )
 
+    by_key = {r["idempotency_key"]: r for r in due}
     for start in range(0, len(messages), batch_size):
         batch = messages[start : start + batch_size]
         keys = [m["idempotency_key"] for m in batch]
         batch_id = batch_id_for(send_list, keys)
-        by_key = {r["idempotency_key"]: r for r in due}
         _record(warehouse, send_list, [(by_key[k], "pending", batch_id, None) for k in keys], now)
         body = {
             "batch_id": batch_id,

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 _LOCK_RETRY_SECONDS = 10.0  # how long a reader waits for a DuckDB writer to finish a step
+_WRITER_LOCK_RETRY_SECONDS = 60.0  # a writer waits longer: readers hold the file only briefly
 
 
 class Warehouse:
@@ -121,13 +122,10 @@ def connect(url: str, read_only: bool = False) -> Iterator[Warehouse]:
 
         path = unquote(url[len("duckdb:///") :])
         path = "/" + path.lstrip("/")
-        deadline = time.monotonic() + (_LOCK_RETRY_SECONDS if read_only else 0)
+        deadline = time.monotonic() + (_LOCK_RETRY_SECONDS if read_only else _WRITER_LOCK_RETRY_SECONDS)
         while True:
             try:
-                if read_only:
-                    raw = duckdb.connect(path, read_only=True)
-                else:
-                    raw = duckdb.connect(path)
+                raw = duckdb.connect(path, read_only=read_only)
                 break
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower() or time.monotonic() > deadline:

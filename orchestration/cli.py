@@ -16,6 +16,7 @@ from orchestration.settings import Settings, SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+SEND_LIST = "send_list_nurture"  # the send-list model activation reads
 
 DAGSTER_YAML = """\
 # Written by leadflow: local instance for `leadflow run` and `leadflow ui` (runs are shared between them).
@@ -54,7 +55,15 @@ def _prepare_environment(settings: Settings) -> None:
 def _parse_dbt_project(settings: Settings) -> None:
     """Write dbt's manifest, which Dagster reads to build the asset graph (partial parse keeps it quick)."""
     dbt = str(Path(sys.executable).parent / "dbt")
-    command = [dbt, "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    command = [
+        dbt,
+        "parse",
+        "--quiet",
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+    ]
     command += ["--target", settings.warehouse.dbt_target]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
@@ -168,6 +177,17 @@ def cmd_transform(args: argparse.Namespace) -> int:
 
 def cmd_activate(args: argparse.Namespace) -> int:
     settings = _load_settings()
+    if args.dry_run:
+        from activation.delivery import DeliveryError
+        from activation.dry_run import dry_run
+
+        try:
+            report = dry_run(settings.warehouse.url, SEND_LIST, from_email=settings.email_from)
+        except DeliveryError as error:
+            print(f"leadflow: {error}", file=sys.stderr)
+            return 2
+        print(report.render())
+        return 0
     _prepare_environment(settings)
     _parse_dbt_project(settings)
     result = _execute("leadflow_activate", settings)
@@ -233,29 +253,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = sub.add_parser("run", help="run the whole pipeline once (ingest → transform → activate) and summarize",
-                         description="Run every asset once, in-process through Dagster (the run shows in "
-                         "`leadflow ui`), then print a summary of leads, events, scores and deliveries.")
-    run.add_argument("--full-refresh", action="store_true", help="rebuild incremental dbt models from scratch")
+    run = sub.add_parser(
+        "run",
+        help="run the whole pipeline once (ingest → transform → activate) and summarize",
+        description="Run every asset once, in-process through Dagster (the run shows in "
+        "`leadflow ui`), then print a summary of leads, events, scores and deliveries.",
+    )
+    run.add_argument(
+        "--full-refresh", action="store_true", help="rebuild incremental dbt models from scratch"
+    )
     run.set_defaults(func=cmd_run)
 
-    ingest = sub.add_parser("ingest", help="copy the CRM and landed events into the warehouse",
-                            description="Run the dlt assets only: CRM (read-only) and the landing zone.")
+    ingest = sub.add_parser(
+        "ingest",
+        help="copy the CRM and landed events into the warehouse",
+        description="Run the dlt assets only: CRM (read-only) and the landing zone.",
+    )
     ingest.set_defaults(func=cmd_ingest)
 
-    transform = sub.add_parser("transform", help="dbt build of the lead model",
-                               description="Run `dbt build` (models, seeds, tests) through Dagster.")
-    transform.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
+    transform = sub.add_parser(
+        "transform",
+        help="dbt build of the lead model",
+        description="Run `dbt build` (models, seeds, tests) through Dagster.",
+    )
+    transform.add_argument(
+        "--full-refresh", action="store_true", help="rebuild incremental models from scratch"
+    )
     transform.set_defaults(func=cmd_transform)
 
-    activate = sub.add_parser("activate", help="hand due messages to n8n (or the file outbox), once per key",
-                              description="Deliver the send lists: messages already recorded as sent in the "
-                              "ledger are skipped; without N8N_WEBHOOK_URL batches go to $LEADFLOW_HOME/outbox.")
+    activate = sub.add_parser(
+        "activate",
+        help="hand due messages to n8n (or the file outbox), once per key",
+        description="Deliver the send lists: messages already recorded as sent in the "
+        "ledger are skipped; without N8N_WEBHOOK_URL batches go to $LEADFLOW_HOME/outbox.",
+    )
+    activate.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be sent per product and channel, suppressions by reason, cap hits and sample "
+        "payloads; send and record nothing",
+    )
     activate.set_defaults(func=cmd_activate)
 
-    demo = sub.add_parser("demo-crm", help="serve the bundled demo CRM (a HubSpot CRM v3-compatible API)",
-                          description="Serve a deterministic synthetic CRM on 127.0.0.1 with HubSpot's CRM v3 "
-                          "shapes: paging, search, associations, bearer auth, injectable 429/5xx.")
+    demo = sub.add_parser(
+        "demo-crm",
+        help="serve the bundled demo CRM (a HubSpot CRM v3-compatible API)",
+        description="Serve a deterministic synthetic CRM on 127.0.0.1 with HubSpot's CRM v3 "
+        "shapes: paging, search, associations, bearer auth, injectable 429/5xx.",
+    )
     demo.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
     demo.add_argument("--seed", type=int, default=42, help="generator seed (default 42)")
     demo.add_argument("--contacts", type=int, default=500, help="number of contacts (default 500)")
@@ -273,9 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.set_defaults(func=cmd_serve)
 
-    ui = sub.add_parser("ui", help="open the Dagster UI on the same definitions",
-                        description="Start `dagster dev` on leadflow's definitions with the same instance as "
-                        "`leadflow run`, so earlier runs show up.")
+    ui = sub.add_parser(
+        "ui",
+        help="open the Dagster UI on the same definitions",
+        description="Start `dagster dev` on leadflow's definitions with the same instance as "
+        "`leadflow run`, so earlier runs show up.",
+    )
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=cmd_ui)

@@ -21,10 +21,11 @@ def make_send_list(url: str, count: int, template: str = "mql_welcome") -> list[
     keys = []
     with connect(url) as wh:
         wh.execute("create schema if not exists analytics")
+        wh.execute("drop table if exists analytics.send_list_nurture")
         wh.execute(
-            "create or replace table analytics.send_list_nurture (idempotency_key varchar, lead_id varchar, "
+            "create table analytics.send_list_nurture (idempotency_key varchar, lead_id varchar, "
             "product_id varchar, product_name varchar, workflow varchar, step varchar, channel varchar, "
-            "recipient varchar, template varchar, first_name varchar, score double, stage varchar, "
+            "recipient varchar, template varchar, first_name varchar, score double precision, stage varchar, "
             "reason varchar, due_at timestamp with time zone)"
         )
         rows = []
@@ -74,9 +75,13 @@ def ledger(url: str) -> dict[str, dict]:
         return {r["idempotency_key"]: r for r in wh.query(f"select * from {LEDGER_TABLE}")}
 
 
-@pytest.fixture
-def warehouse_url(tmp_path):
-    return f"duckdb:///{tmp_path / 'wh.duckdb'}"
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def warehouse_url(request, tmp_path):
+    if request.param == "duckdb":
+        return f"duckdb:///{tmp_path / 'wh.duckdb'}"
+    from tests.conftest import create_database
+
+    return create_database(request.getfixturevalue("postgres_server_url"))
 
 
 def webhook(sink: WebhookSink, **kwargs) -> WebhookTransport:
@@ -264,3 +269,56 @@ def test_per_message_answers_reach_the_ledger(warehouse_url):
         assert (final.sent, final.failed, final.given_up) == (0, 0, 1)
         sent_keys = [k for body in sink.accepted for k in [m["idempotency_key"] for m in body["messages"]]]
         assert sent_keys.count(keys[0]) == delivery_module.MAX_ATTEMPTS
+
+
+def test_dry_run_counts_equal_what_a_real_run_then_sends(warehouse_url, tmp_path):
+    from activation.dry_run import dry_run
+
+    make_send_list(warehouse_url, 30)
+    deliver_send_list(
+        warehouse_url,
+        "send_list_nurture",
+        OutboxTransport(tmp_path / "first"),
+        from_email=FROM,
+        batch_size=10,
+    )
+    # the send list grows to 45 rows (the first 30 already sent); one new row will not render
+    extra = make_send_list(warehouse_url, 45)
+    with connect(warehouse_url) as wh:
+        wh.execute(
+            "update analytics.send_list_nurture set template = 'no_such_template' where lead_id = 'lead40'"
+        )
+    before = ledger(warehouse_url)
+    report = dry_run(warehouse_url, "send_list_nurture", from_email=FROM)
+    assert ledger(warehouse_url) == before  # nothing recorded
+    assert report.already_sent == 30 and len(report.quarantined) == 1
+    assert report.to_send == {("atlas", "email"): 14}
+    assert "would send: 14 messages" in report.render()
+    real = deliver_send_list(
+        warehouse_url, "send_list_nurture", OutboxTransport(tmp_path / "second"), from_email=FROM
+    )
+    assert real.sent == report.total_to_send and real.quarantined == 1
+    assert len(extra) == 45
+
+
+def test_two_activation_runs_at_once_never_send_a_key_twice(warehouse_url):
+    import threading
+
+    keys = make_send_list(warehouse_url, 200)
+    with WebhookSink() as sink:
+        results = []
+
+        def run():
+            results.append(
+                deliver_send_list(
+                    warehouse_url, "send_list_nurture", webhook(sink), from_email=FROM, batch_size=20
+                )
+            )
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(r.sent for r in results) == [0, 200]
+        assert sorted(sink.accepted_keys()) == keys  # every key exactly once
