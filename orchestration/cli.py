@@ -95,12 +95,20 @@ def _execute(job_name: str, settings: Settings, run_config: dict[str, Any] | Non
 
 
 def _delivery_metadata(result) -> dict[str, Any]:
+    """Delivery figures summed over the run's activation assets (one per workflow)."""
+    totals: dict[str, Any] = {}
     for event in result.all_events:
-        if event.is_step_materialization:
-            materialization = event.event_specific_data.materialization
-            if materialization.asset_key.path == ["activation", "nurture_delivery"]:
-                return {k: v.value for k, v in materialization.metadata.items()}
-    return {}
+        if not event.is_step_materialization:
+            continue
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.path[0] != "activation":
+            continue
+        for name, value in materialization.metadata.items():
+            if isinstance(value.value, int | float) and not isinstance(value.value, bool):
+                totals[name] = totals.get(name, 0) + value.value
+            elif name == "destination":
+                totals[name] = value.value
+    return totals
 
 
 def print_summary(settings: Settings, delivery: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ Everything is wired from `Settings.from_env()`, so `leadflow run`, `leadflow ui`
 graph. Runs execute in-process: the embedded DuckDB warehouse allows a single writer process.
 """
 
+import csv
 import sys
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import dlt
 from dagster import (
+    AssetCheckResult,
     AssetExecutionContext,
     AssetKey,
     AssetSelection,
@@ -29,18 +31,26 @@ from dagster import (
     SensorEvaluationContext,
     SkipReason,
     asset,
+    asset_check,
     define_asset_job,
     in_process_executor,
     run_failure_sensor,
     run_status_sensor,
     sensor,
 )
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 
 from activation.delivery import deliver_send_list
 from activation.transports import OutboxTransport, WebhookTransport
+from activation.warehouse import connect
 from orchestration.runs import post_alert, write_last_run
 from orchestration.settings import DEMO_HUBSPOT_TOKEN, Settings
 
@@ -165,7 +175,9 @@ def landing_event_assets(context: AssetExecutionContext, dlt: DagsterDltResource
 
 # ---------------------------------------------------------------- transform (dbt)
 
-dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target=settings.warehouse.dbt_target)
+dbt_project = DbtProject(
+    project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target=settings.warehouse.dbt_target
+)
 dbt_project.prepare_if_dev()
 
 
@@ -184,7 +196,13 @@ class DbtBuildConfig(Config):
     full_refresh: bool = False
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, dagster_dbt_translator=LeadflowDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_duplicate_source_asset_keys=True)), name="dbt_models")
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    dagster_dbt_translator=LeadflowDbtTranslator(
+        settings=DagsterDbtTranslatorSettings(enable_duplicate_source_asset_keys=True)
+    ),
+    name="dbt_models",
+)
 def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
     """The dbt lead model: staging, identities, scores and send lists."""
     args = ["build"] + (["--full-refresh"] if config.full_refresh else [])
@@ -200,43 +218,112 @@ def make_transport(target_settings: Settings):
     return OutboxTransport(target_settings.outbox_dir)
 
 
-@asset(
-    key=AssetKey(["activation", "nurture_delivery"]),
-    deps=[AssetKey(["send_list_nurture"])],
-    group_name="activation",
-    description="Nurture messages from send_list_nurture handed to n8n (or the file outbox), once per key.",
-)
-def nurture_delivery(context: AssetExecutionContext) -> MaterializeResult:
-    """Nurture messages from send_list_nurture handed to n8n (or the file outbox), once per key."""
-    summary = deliver_send_list(
-        settings.warehouse.url,
-        "send_list_nurture",
-        make_transport(settings),
-        from_email=settings.email_from,
-    )
-    context.log.info(
-        f"send_list_nurture: {summary.sent} sent, {summary.failed} failed, {summary.quarantined} quarantined, "
-        f"{summary.already_sent} already sent, to {summary.destination}"
-    )
-    metadata = {
-        "sent": summary.sent,
-        "failed": summary.failed,
-        "quarantined": summary.quarantined,
-        "unconfirmed": summary.unconfirmed,
-        "given_up": summary.given_up,
-        "already_sent": summary.already_sent,
-        "candidates": summary.candidates,
-        "batches": summary.batches,
-        "destination": summary.destination,
-        "duration_seconds": summary.duration_seconds,
-    }
-    if summary.failed_batches:
-        raise RuntimeError(
-            f"{summary.failed_batches} batches ({summary.failed} messages) were not accepted by "
-            f"{summary.destination}; they stay in the ledger as failed and the next run retries them with the "
-            f"same idempotency keys: {'; '.join(summary.errors)[:1000]}"
+SEND_LIST = "send_list_nurture"
+SEND_LIST_KEY = AssetKey([SEND_LIST])
+SEEDS_DIR = DBT_PROJECT_DIR / "seeds"
+
+
+def nurture_workflows() -> list[str]:
+    """Workflow names from the products seed (names only: every number stays in the seed)."""
+    with open(SEEDS_DIR / "products.csv", newline="", encoding="utf-8") as handle:
+        names = {
+            row["nurture_workflow"].strip() for row in csv.DictReader(handle) if row.get("nurture_workflow")
+        }
+    return sorted(names)
+
+
+def _suppressed_by_reason(workflow: str) -> dict[str, int]:
+    with connect(settings.warehouse.url, read_only=True) as warehouse:
+        if not warehouse.table_exists("analytics", "fct_message_exclusions"):
+            return {}
+        rows = warehouse.query(
+            "select reason, count(*) as n from analytics.fct_message_exclusions where workflow = ? group by reason",
+            [workflow],
         )
-    return MaterializeResult(metadata=metadata)
+    return {row["reason"]: int(row["n"]) for row in rows}
+
+
+def make_delivery_asset(workflow: str):
+    """One activation asset per nurture workflow, downstream of the send list (and its blocking checks)."""
+
+    @asset(
+        key=AssetKey(["activation", f"{workflow}_delivery"]),
+        deps=[SEND_LIST_KEY],
+        group_name="activation",
+        description=f"Messages of workflow {workflow} handed to n8n (or the file outbox), exactly once per key.",
+    )
+    def delivery(context: AssetExecutionContext) -> MaterializeResult:
+        summary = deliver_send_list(
+            settings.warehouse.url,
+            SEND_LIST,
+            make_transport(settings),
+            from_email=settings.email_from,
+            workflow=workflow,
+        )
+        context.log.info(
+            f"{workflow}: {summary.sent} sent, {summary.failed} failed, {summary.quarantined} quarantined, "
+            f"{summary.already_sent} already sent, {summary.not_yet_due} due later, to {summary.destination}"
+        )
+        suppressed = _suppressed_by_reason(workflow)
+        metadata = {
+            "sent": summary.sent,
+            "failed": summary.failed,
+            "quarantined": summary.quarantined,
+            "unconfirmed": summary.unconfirmed,
+            "given_up": summary.given_up,
+            "already_sent": summary.already_sent,
+            "not_yet_due": summary.not_yet_due,
+            "candidates": summary.candidates,
+            "batches": summary.batches,
+            "suppressed": sum(suppressed.values()),
+            "suppressed_by_reason": suppressed,
+            "destination": summary.destination,
+            "duration_seconds": summary.duration_seconds,
+        }
+        if summary.failed_batches:
+            raise RuntimeError(
+                f"{summary.failed_batches} batches ({summary.failed} messages) were not accepted by "
+                f"{summary.destination}; they stay in the ledger as failed and the next run retries them with "
+                f"the same idempotency keys: {'; '.join(summary.errors)[:1000]}"
+            )
+        return MaterializeResult(metadata=metadata)
+
+    return delivery
+
+
+delivery_assets = [make_delivery_asset(workflow) for workflow in nurture_workflows()]
+
+
+@asset_check(
+    asset=SEND_LIST_KEY,
+    blocking=True,
+    description="No opted-out, suppressed or unconsented lead in the send list; a failure stops the sends.",
+)
+def send_list_has_no_suppressed_leads() -> AssetCheckResult:
+    with connect(settings.warehouse.url, read_only=True) as warehouse:
+        offenders = warehouse.query(
+            f"""
+            select s.idempotency_key, s.lead_id, s.channel
+            from analytics.{SEND_LIST} as s
+            inner join analytics.dim_leads as l on s.lead_id = l.lead_id
+            where s.channel = 'email' and (l.email_opt_out or l.email is null)
+            """
+        )
+        if warehouse.table_exists("analytics", "fct_message_exclusions"):
+            offenders += warehouse.query(
+                f"""
+                select s.idempotency_key, s.lead_id, s.channel
+                from analytics.{SEND_LIST} as s
+                inner join analytics.fct_message_exclusions as x
+                    on s.lead_id = x.lead_id and s.channel = x.channel
+                where x.reason in ('unsubscribed', 'spam_report', 'hard_bounce', 'whatsapp_opt_out',
+                    'whatsapp_no_opt_in', 'crm_opt_out', 'manual_suppression', 'no_consent')
+                """
+            )
+    return AssetCheckResult(
+        passed=not offenders,
+        metadata={"offending_messages": len(offenders), "sample": str(offenders[:5])},
+    )
 
 
 # ---------------------------------------------------------------- jobs, schedules, definitions
@@ -251,8 +338,12 @@ transform_job = define_asset_job(
     "leadflow_transform", selection=AssetSelection.assets(dbt_models), description="dbt build."
 )
 activate_job = define_asset_job(
-    "leadflow_activate", selection=AssetSelection.assets(nurture_delivery), description="Deliver send lists."
+    "leadflow_activate",
+    selection=AssetSelection.assets(*delivery_assets)
+    | AssetSelection.checks(send_list_has_no_suppressed_leads),
+    description="Deliver send lists.",
 )
+
 
 def _landing_fingerprint(landing_dir: Path) -> tuple[int, int]:
     """(number of complete landing files, newest mtime in ns): changes whenever a file lands."""
@@ -273,7 +364,9 @@ def landing_zone_sensor(context: SensorEvaluationContext):
         return SkipReason(f"no new landing files ({count} files, newest mtime {newest})")
     context.update_cursor(cursor)
     lag_seconds = max(0.0, time.time() - newest / 1e9)
-    return RunRequest(run_key=cursor, tags={"leadflow/trigger": "landing", "leadflow/lag_seconds": f"{lag_seconds:.1f}"})
+    return RunRequest(
+        run_key=cursor, tags={"leadflow/trigger": "landing", "leadflow/lag_seconds": f"{lag_seconds:.1f}"}
+    )
 
 
 @run_status_sensor(
@@ -310,13 +403,16 @@ hourly_pipeline_schedule = ScheduleDefinition(
 )
 
 defs = Definitions(
-    assets=[crm_assets, landing_event_assets, dbt_models, nurture_delivery],
+    assets=[crm_assets, landing_event_assets, dbt_models, *delivery_assets],
+    asset_checks=[send_list_has_no_suppressed_leads],
     jobs=[pipeline_job, ingest_job, transform_job, activate_job],
     schedules=[hourly_pipeline_schedule],
     sensors=[landing_zone_sensor, record_last_successful_run, alert_on_run_failure],
     resources={
         "dlt": DagsterDltResource(),
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=str(Path(sys.executable).parent / "dbt")),
+        "dbt": DbtCliResource(
+            project_dir=dbt_project, dbt_executable=str(Path(sys.executable).parent / "dbt")
+        ),
     },
     executor=in_process_executor,
 )

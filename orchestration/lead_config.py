@@ -169,21 +169,38 @@ class _Reader:
         self.rows: list[tuple[int, int, dict[str, str]]] = []  # (row, line, values)
         self.ok = False
         if not path.is_file():
-            issues.append(ConfigIssue(self.name, None, None, f"file not found — create it with the header "
-                                      f"{','.join(columns)} (see dbt_project/LEAD_MODEL.md, Seeds)"))
+            issues.append(
+                ConfigIssue(
+                    self.name,
+                    None,
+                    None,
+                    f"file not found — create it with the header "
+                    f"{','.join(columns)} (see dbt_project/LEAD_MODEL.md, Seeds)",
+                )
+            )
             return
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
             if header is None:
-                issues.append(ConfigIssue(self.name, None, None,
-                                          f"file is empty — write the header {','.join(columns)}"))
+                issues.append(
+                    ConfigIssue(
+                        self.name, None, None, f"file is empty — write the header {','.join(columns)}"
+                    )
+                )
                 return
             header = [h.strip() for h in header]
             missing = [c for c in columns if c not in header]
             if missing:
-                issues.append(ConfigIssue(self.name, 1, None, f"header lacks column(s) {', '.join(missing)} — the "
-                                          f"header must be {','.join(columns)}"))
+                issues.append(
+                    ConfigIssue(
+                        self.name,
+                        1,
+                        None,
+                        f"header lacks column(s) {', '.join(missing)} — the "
+                        f"header must be {','.join(columns)}",
+                    )
+                )
                 return
             row_number = 0
             line_before = reader.line_num
@@ -194,18 +211,28 @@ class _Reader:
                     continue
                 row_number += 1
                 if len(values) != len(header):
-                    issues.append(ConfigIssue(self.name, line, row_number,
-                                              f"has {len(values)} fields, the header has {len(header)} — "
-                                              "quote values that contain commas"))
+                    issues.append(
+                        ConfigIssue(
+                            self.name,
+                            line,
+                            row_number,
+                            f"has {len(values)} fields, the header has {len(header)} — "
+                            "quote values that contain commas",
+                        )
+                    )
                     continue
-                self.rows.append((row_number, line, {h: v.strip() for h, v in zip(header, values, strict=True)}))
+                self.rows.append(
+                    (row_number, line, {h: v.strip() for h, v in zip(header, values, strict=True)})
+                )
         self.ok = True
 
     def issue(self, row: int, line: int, message: str) -> None:
         self.issues.append(ConfigIssue(self.name, line, row, message))
 
     # typed field readers: return None (and record an issue) on a bad value
-    def text(self, row: int, line: int, values: dict[str, str], column: str, required: bool = True) -> str | None:
+    def text(
+        self, row: int, line: int, values: dict[str, str], column: str, required: bool = True
+    ) -> str | None:
         value = values[column]
         if required and not value:
             self.issue(row, line, f"{column} is empty — fill it in")
@@ -221,8 +248,15 @@ class _Reader:
         self.issue(row, line, f"{column} {values[column]!r} is not a boolean — write true or false")
         return None
 
-    def number(self, row: int, line: int, values: dict[str, str], column: str, integer: bool = False,
-               required: bool = True) -> float | int | None:
+    def number(
+        self,
+        row: int,
+        line: int,
+        values: dict[str, str],
+        column: str,
+        integer: bool = False,
+        required: bool = True,
+    ) -> float | int | None:
         raw = values[column]
         if not raw:
             if required:
@@ -238,8 +272,9 @@ class _Reader:
             return None
         return int(number) if integer or number.is_integer() else number
 
-    def one_of(self, row: int, line: int, values: dict[str, str], column: str, allowed: Iterable[str],
-               where: str) -> str | None:
+    def one_of(
+        self, row: int, line: int, values: dict[str, str], column: str, allowed: Iterable[str], where: str
+    ) -> str | None:
         value = values[column]
         allowed = list(allowed)
         if value not in allowed:
@@ -253,17 +288,31 @@ def _duplicates(reader: _Reader, key: Callable[[dict[str, str]], tuple], what: s
     for row, line, values in reader.rows:
         k = key(values)
         if k in first_line:
-            reader.issue(row, line, f"duplicate {what} {' / '.join(map(str, k))} (first on line "
-                         f"{first_line[k]}) — keep one row")
+            reader.issue(
+                row,
+                line,
+                f"duplicate {what} {' / '.join(map(str, k))} (first on line {first_line[k]}) — keep one row",
+            )
         else:
             first_line[k] = line
 
 
-def _read_products(path: Path, issues: list[ConfigIssue], sources_out: dict[str, tuple[str, ...]]
-                   ) -> dict[str, Product]:
-    columns = ["product_id", "product_name", "is_active", "mql_threshold", "sql_threshold",
-               "decay_half_life_days", "score_cap", "nurture_workflow", "channels", "cross_product_sources",
-               "priority"]
+def _read_products(
+    path: Path, issues: list[ConfigIssue], sources_out: dict[str, tuple[str, ...]]
+) -> dict[str, Product]:
+    columns = [
+        "product_id",
+        "product_name",
+        "is_active",
+        "mql_threshold",
+        "sql_threshold",
+        "decay_half_life_days",
+        "score_cap",
+        "nurture_workflow",
+        "channels",
+        "cross_product_sources",
+        "priority",
+    ]
     r = _Reader(path, columns, issues)
     _duplicates(r, lambda v: (v["product_id"],), "product_id")
     _duplicates(r, lambda v: (v["nurture_workflow"],), "nurture_workflow")
@@ -272,8 +321,12 @@ def _read_products(path: Path, issues: list[ConfigIssue], sources_out: dict[str,
     for row, line, v in r.rows:
         pid = r.text(row, line, v, "product_id")
         if pid and pid != pid.lower():
-            r.issue(row, line, f"product_id {pid!r} must be lower-case (events and deals are matched "
-                    f"lower-cased) — write {pid.lower()!r}")
+            r.issue(
+                row,
+                line,
+                f"product_id {pid!r} must be lower-case (events and deals are matched "
+                f"lower-cased) — write {pid.lower()!r}",
+            )
         fields = {
             "product_name": r.text(row, line, v, "product_name"),
             "is_active": r.boolean(row, line, v, "is_active"),
@@ -286,38 +339,67 @@ def _read_products(path: Path, issues: list[ConfigIssue], sources_out: dict[str,
         }
         channels = tuple(v["channels"].split("|")) if v["channels"] else ()
         if not channels:
-            r.issue(row, line, f"channels is empty — list channels by preference, '|'-separated, from "
-                    f"{', '.join(CHANNELS)}")
+            r.issue(
+                row,
+                line,
+                f"channels is empty — list channels by preference, '|'-separated, from {', '.join(CHANNELS)}",
+            )
         for channel in channels:
             if channel not in CHANNELS:
-                r.issue(row, line, f"channel {channel!r} is not a channel — use {', '.join(CHANNELS)} "
-                        "('|'-separated, no spaces)")
+                r.issue(
+                    row,
+                    line,
+                    f"channel {channel!r} is not a channel — use {', '.join(CHANNELS)} "
+                    "('|'-separated, no spaces)",
+                )
         if len(set(channels)) != len(channels):
             r.issue(row, line, f"channels {v['channels']!r} repeats a channel — list each channel once")
         mql, sql, cap = fields["mql_threshold"], fields["sql_threshold"], fields["score_cap"]
         if None not in (mql, sql, cap) and not (0 < mql < sql <= cap):
-            r.issue(row, line, f"thresholds out of order: mql_threshold {mql}, sql_threshold {sql}, score_cap "
-                    f"{cap} — they must satisfy 0 < mql_threshold < sql_threshold <= score_cap")
+            r.issue(
+                row,
+                line,
+                f"thresholds out of order: mql_threshold {mql}, sql_threshold {sql}, score_cap "
+                f"{cap} — they must satisfy 0 < mql_threshold < sql_threshold <= score_cap",
+            )
         half_life = fields["decay_half_life_days"]
         if half_life is not None and half_life <= 0:
-            r.issue(row, line, f"decay_half_life_days {half_life} must be > 0 — write the days after which "
-                    "an event's points halve, e.g. 14")
-        sources = tuple(s for s in v["cross_product_sources"].split("|") if s) if v["cross_product_sources"] else ()
+            r.issue(
+                row,
+                line,
+                f"decay_half_life_days {half_life} must be > 0 — write the days after which "
+                "an event's points halve, e.g. 14",
+            )
+        sources = (
+            tuple(s for s in v["cross_product_sources"].split("|") if s) if v["cross_product_sources"] else ()
+        )
         parsed[pid or f"?{row}"] = (row, line, {**fields, "sources": sources})
         if pid:
             sources_out.setdefault(pid, sources)
         if pid and None not in fields.values() and channels and set(channels) <= set(CHANNELS):
-            products.setdefault(pid, Product(product_id=pid, channels=channels, cross_product_sources=sources,
-                                             line=line, **fields))
+            products.setdefault(
+                pid,
+                Product(
+                    product_id=pid, channels=channels, cross_product_sources=sources, line=line, **fields
+                ),
+            )
     known = [p for p in parsed if not p.startswith("?")]
     for pid, (row, line, fields) in parsed.items():
         for source in fields["sources"]:
             if source == pid:
-                r.issue(row, line, f"cross_product_sources names the product itself ({pid!r}) — list only "
-                        "other products (its own events always count)")
+                r.issue(
+                    row,
+                    line,
+                    f"cross_product_sources names the product itself ({pid!r}) — list only "
+                    "other products (its own events always count)",
+                )
             elif source not in known:
-                r.issue(row, line, f"cross_product_sources names unknown product {source!r} — use one of "
-                        f"{', '.join(known)} or add it to products.csv")
+                r.issue(
+                    row,
+                    line,
+                    f"cross_product_sources names unknown product {source!r} — use one of "
+                    f"{', '.join(known)} or add it to products.csv",
+                )
     return products
 
 
@@ -329,8 +411,12 @@ def _read_event_types(path: Path, issues: list[ConfigIssue]) -> dict[str, EventT
         name = r.text(row, line, v, "event_type")
         engagement = r.boolean(row, line, v, "is_engagement")
         if name and name != name.lower():
-            r.issue(row, line, f"event_type {name!r} must be lower-case (events are matched lower-cased) — "
-                    f"write {name.lower()!r}")
+            r.issue(
+                row,
+                line,
+                f"event_type {name!r} must be lower-case (events are matched lower-cased) — "
+                f"write {name.lower()!r}",
+            )
         if name and engagement is not None:
             out.setdefault(name, EventType(name, v["description"], engagement, line))
     return out
@@ -341,34 +427,65 @@ def _known(values: Iterable[str]) -> str:
     return ", ".join(values) if values else "(none yet)"
 
 
-def _read_scoring_rules(path: Path, issues: list[ConfigIssue], cross_sources: dict[str, tuple[str, ...]],
-                        product_ids: set[str], event_types: dict[str, EventType],
-                        event_types_ok: bool) -> list[ScoringRule]:
-    columns = ["rule_id", "product_id", "event_product_id", "event_type", "points", "dimension",
-               "is_repeatable", "daily_cap"]
+def _read_scoring_rules(
+    path: Path,
+    issues: list[ConfigIssue],
+    cross_sources: dict[str, tuple[str, ...]],
+    product_ids: set[str],
+    event_types: dict[str, EventType],
+    event_types_ok: bool,
+) -> list[ScoringRule]:
+    columns = [
+        "rule_id",
+        "product_id",
+        "event_product_id",
+        "event_type",
+        "points",
+        "dimension",
+        "is_repeatable",
+        "daily_cap",
+    ]
     r = _Reader(path, columns, issues)
     _duplicates(r, lambda v: (v["rule_id"],), "rule_id")
-    _duplicates(r, lambda v: (v["product_id"], v["event_product_id"], v["event_type"]),
-                "rule for product_id / event_product_id / event_type")
+    _duplicates(
+        r,
+        lambda v: (v["product_id"], v["event_product_id"], v["event_type"]),
+        "rule for product_id / event_product_id / event_type",
+    )
     out = []
     for row, line, v in r.rows:
         rule_id = r.text(row, line, v, "rule_id")
-        pid = r.one_of(row, line, v, "product_id", sorted(product_ids), "in products.csv") if v["product_id"] \
+        pid = (
+            r.one_of(row, line, v, "product_id", sorted(product_ids), "in products.csv")
+            if v["product_id"]
             else r.text(row, line, v, "product_id")
+        )
         epid = r.text(row, line, v, "event_product_id")
         if epid and epid not in product_ids:
-            r.issue(row, line, f"event_product_id {epid!r} is not in products.csv — use one of "
-                    f"{_known(product_ids)} (the product itself for an ordinary rule)")
+            r.issue(
+                row,
+                line,
+                f"event_product_id {epid!r} is not in products.csv — use one of "
+                f"{_known(product_ids)} (the product itself for an ordinary rule)",
+            )
             epid = None
         if pid and epid and epid != pid:
             if epid not in cross_sources.get(pid, ()):
-                r.issue(row, line, f"cross-product rule: {pid!r} counts {epid!r} events but {epid!r} is not in "
-                        f"{pid!r}'s cross_product_sources — add {epid} to cross_product_sources of {pid} in "
-                        f"products.csv, or set event_product_id to {pid}")
+                r.issue(
+                    row,
+                    line,
+                    f"cross-product rule: {pid!r} counts {epid!r} events but {epid!r} is not in "
+                    f"{pid!r}'s cross_product_sources — add {epid} to cross_product_sources of {pid} in "
+                    f"products.csv, or set event_product_id to {pid}",
+                )
         event_type = r.text(row, line, v, "event_type")
         if event_type and event_types_ok and event_type not in event_types:
-            r.issue(row, line, f"event_type {event_type!r} is not in event_types.csv — use one of "
-                    f"{_known(event_types)} or add it to event_types.csv")
+            r.issue(
+                row,
+                line,
+                f"event_type {event_type!r} is not in event_types.csv — use one of "
+                f"{_known(event_types)} or add it to event_types.csv",
+            )
             event_type = None
         points = r.number(row, line, v, "points")
         dimension = r.one_of(row, line, v, "dimension", DIMENSIONS, "a scoring dimension")
@@ -386,8 +503,11 @@ def _read_scoring_rules(path: Path, issues: list[ConfigIssue], cross_sources: di
 def _read_fit_rules(path: Path, issues: list[ConfigIssue], product_ids: set[str]) -> list[FitRule]:
     r = _Reader(path, ["rule_id", "product_id", "attribute", "operator", "value", "points"], issues)
     _duplicates(r, lambda v: (v["rule_id"],), "rule_id")
-    _duplicates(r, lambda v: (v["product_id"], v["attribute"], v["operator"], v["value"].lower()),
-                "fit rule for product_id / attribute / operator / value")
+    _duplicates(
+        r,
+        lambda v: (v["product_id"], v["attribute"], v["operator"], v["value"].lower()),
+        "fit rule for product_id / attribute / operator / value",
+    )
     out = []
     for row, line, v in r.rows:
         rule_id = r.text(row, line, v, "rule_id")
@@ -398,8 +518,12 @@ def _read_fit_rules(path: Path, issues: list[ConfigIssue], product_ids: set[str]
         if operator == "at_least" and value:
             r.number(row, line, v, "value")
             if attribute and attribute != "employee_count":
-                r.issue(row, line, f"operator at_least compares numbers but {attribute} is text — use equals "
-                        "or contains, or attribute employee_count")
+                r.issue(
+                    row,
+                    line,
+                    f"operator at_least compares numbers but {attribute} is text — use equals "
+                    "or contains, or attribute employee_count",
+                )
         elif attribute == "employee_count" and operator and operator != "at_least":
             r.issue(row, line, f"employee_count is a number — use operator at_least, not {operator}")
         points = r.number(row, line, v, "points")
@@ -411,8 +535,11 @@ def _read_fit_rules(path: Path, issues: list[ConfigIssue], product_ids: set[str]
 def _read_stage_rules(path: Path, issues: list[ConfigIssue]) -> list[StageRule]:
     r = _Reader(path, ["rule_id", "from_stage", "to_stage", "trigger", "priority"], issues)
     _duplicates(r, lambda v: (v["rule_id"],), "rule_id")
-    _duplicates(r, lambda v: (v["from_stage"], v["to_stage"], v["trigger"]),
-                "stage rule for from_stage / to_stage / trigger")
+    _duplicates(
+        r,
+        lambda v: (v["from_stage"], v["to_stage"], v["trigger"]),
+        "stage rule for from_stage / to_stage / trigger",
+    )
     out = []
     for row, line, v in r.rows:
         rule_id = r.text(row, line, v, "rule_id")
@@ -435,13 +562,22 @@ def _read_stage_rules(path: Path, issues: list[ConfigIssue]) -> list[StageRule]:
         key = (rule.from_stage, rule.priority, kind, rule.to_stage if kind == "manual_override" else "")
         other = by_stage_priority.setdefault(key, rule)
         if other is not rule:
-            issues.append(ConfigIssue(name, rule.line, None, f"rules {other.rule_id} and {rule.rule_id} both "
-                                      f"leave {rule.from_stage} with priority {rule.priority} and can fire at the "
-                                      "same signal — give them different priorities"))
+            issues.append(
+                ConfigIssue(
+                    name,
+                    rule.line,
+                    None,
+                    f"rules {other.rule_id} and {rule.rule_id} both "
+                    f"leave {rule.from_stage} with priority {rule.priority} and can fire at the "
+                    "same signal — give them different priorities",
+                )
+            )
     return out
 
 
-def _read_all(seeds_dir: Path, scoring_rules_file: Path | None = None) -> tuple[LeadConfig, list[ConfigIssue]]:
+def _read_all(
+    seeds_dir: Path, scoring_rules_file: Path | None = None
+) -> tuple[LeadConfig, list[ConfigIssue]]:
     seeds_dir = Path(seeds_dir)
     issues: list[ConfigIssue] = []
     cross_sources: dict[str, tuple[str, ...]] = {}
@@ -451,9 +587,14 @@ def _read_all(seeds_dir: Path, scoring_rules_file: Path | None = None) -> tuple[
     event_types_path = seeds_dir / "event_types.csv"
     event_types = _read_event_types(event_types_path, issues)
     event_type_names = set(event_types) | _ids_in(event_types_path, "event_type")
-    scoring_rules = _read_scoring_rules(scoring_rules_file or seeds_dir / "scoring_rules.csv", issues, cross_sources,
-                                        product_ids, {name: None for name in event_type_names},
-                                        event_types_path.is_file())
+    scoring_rules = _read_scoring_rules(
+        scoring_rules_file or seeds_dir / "scoring_rules.csv",
+        issues,
+        cross_sources,
+        product_ids,
+        {name: None for name in event_type_names},
+        event_types_path.is_file(),
+    )
     fit_rules = _read_fit_rules(seeds_dir / "fit_rules.csv", issues, product_ids)
     stage_rules = _read_stage_rules(seeds_dir / "stage_rules.csv", issues)
     files = list(dict.fromkeys(issue.file for issue in issues))
@@ -468,8 +609,9 @@ def _ids_in(path: Path, column: str) -> set[str]:
         return {(row.get(column) or "").strip() for row in csv.DictReader(handle)} - {""}
 
 
-def validate_seeds(seeds_dir: Path | str = SEEDS_DIR, scoring_rules_file: Path | str | None = None
-                   ) -> list[ConfigIssue]:
+def validate_seeds(
+    seeds_dir: Path | str = SEEDS_DIR, scoring_rules_file: Path | str | None = None
+) -> list[ConfigIssue]:
     """Every problem in the seeds (empty when they are valid).
 
     Args:
@@ -480,7 +622,9 @@ def validate_seeds(seeds_dir: Path | str = SEEDS_DIR, scoring_rules_file: Path |
     return issues
 
 
-def load_config(seeds_dir: Path | str = SEEDS_DIR, scoring_rules_file: Path | str | None = None) -> LeadConfig:
+def load_config(
+    seeds_dir: Path | str = SEEDS_DIR, scoring_rules_file: Path | str | None = None
+) -> LeadConfig:
     """All seeds, parsed; raises ConfigError listing every issue when any seed is invalid."""
     config, issues = _read_all(Path(seeds_dir), Path(scoring_rules_file) if scoring_rules_file else None)
     if issues:
@@ -519,9 +663,11 @@ def cmd_products_validate(args: argparse.Namespace) -> int:
             print(f"  {issue}", file=sys.stderr)
         return 2
     config = load_config(args.seeds_dir)
-    print(f"OK: {len(config.products)} products, {len(config.event_types)} event types, "
-          f"{len(config.scoring_rules)} scoring rules, {len(config.fit_rules)} fit rules, "
-          f"{len(config.stage_rules)} stage rules in {_display(Path(args.seeds_dir))}")
+    print(
+        f"OK: {len(config.products)} products, {len(config.event_types)} event types, "
+        f"{len(config.scoring_rules)} scoring rules, {len(config.fit_rules)} fit rules, "
+        f"{len(config.stage_rules)} stage rules in {_display(Path(args.seeds_dir))}"
+    )
     return 0
 
 
@@ -529,19 +675,40 @@ def cmd_products_list(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.seeds_dir)
     except ConfigError as error:
-        print(f"leadflow: the seeds are invalid (run `leadflow products validate`):\n{error}", file=sys.stderr)
+        print(
+            f"leadflow: the seeds are invalid (run `leadflow products validate`):\n{error}", file=sys.stderr
+        )
         return 2
-    header = ["product", "active", "mql/sql", "half-life d", "cap", "workflow", "channels", "rules",
-              "fit rules", "cross sources"]
+    header = [
+        "product",
+        "active",
+        "mql/sql",
+        "half-life d",
+        "cap",
+        "workflow",
+        "channels",
+        "rules",
+        "fit rules",
+        "cross sources",
+    ]
     rows = []
     for product in sorted(config.products.values(), key=lambda p: p.line):
         rules = sum(1 for r in config.scoring_rules if r.product_id == product.product_id)
         fits = sum(1 for r in config.fit_rules if r.product_id == product.product_id)
-        rows.append([product.product_id, "yes" if product.is_active else "no",
-                     f"{_fmt(product.mql_threshold)}/{_fmt(product.sql_threshold)}",
-                     _fmt(product.decay_half_life_days), _fmt(product.score_cap), product.nurture_workflow,
-                     ",".join(product.channels), str(rules), str(fits),
-                     ",".join(product.cross_product_sources) or "-"])
+        rows.append(
+            [
+                product.product_id,
+                "yes" if product.is_active else "no",
+                f"{_fmt(product.mql_threshold)}/{_fmt(product.sql_threshold)}",
+                _fmt(product.decay_half_life_days),
+                _fmt(product.score_cap),
+                product.nurture_workflow,
+                ",".join(product.channels),
+                str(rules),
+                str(fits),
+                ",".join(product.cross_product_sources) or "-",
+            ]
+        )
     _print_table(header, rows)
     return 0
 
@@ -558,20 +725,38 @@ def _load_preview_rules(warehouse_url: str, rules: Sequence[ScoringRule]) -> Non
     from activation.warehouse import connect
 
     integer_points = all(float(r.points).is_integer() for r in rules)
-    columns = [("rule_id", "text"), ("product_id", "text"), ("event_product_id", "text"), ("event_type", "text"),
-               ("points", "integer" if integer_points else "double precision"), ("dimension", "text"),
-               ("is_repeatable", "boolean"), ("daily_cap", "integer")]
+    columns = [
+        ("rule_id", "text"),
+        ("product_id", "text"),
+        ("event_product_id", "text"),
+        ("event_type", "text"),
+        ("points", "integer" if integer_points else "double precision"),
+        ("dimension", "text"),
+        ("is_repeatable", "boolean"),
+        ("daily_cap", "integer"),
+    ]
     with connect(warehouse_url) as warehouse:
         warehouse.execute(f"create schema if not exists {PREVIEW_SCHEMA}")
         cascade = " cascade" if warehouse.kind == "postgres" else ""
         warehouse.execute(f"drop table if exists {PREVIEW_SCHEMA}.scoring_rules{cascade}")
-        warehouse.execute(f"create table {PREVIEW_SCHEMA}.scoring_rules "
-                          f"({', '.join(f'{n} {t}' for n, t in columns)})")
+        warehouse.execute(
+            f"create table {PREVIEW_SCHEMA}.scoring_rules ({', '.join(f'{n} {t}' for n, t in columns)})"
+        )
         warehouse.executemany(
             f"insert into {PREVIEW_SCHEMA}.scoring_rules values ({', '.join('?' * len(columns))})",
-            [(r.rule_id, r.product_id, r.event_product_id, r.event_type,
-              int(r.points) if integer_points else float(r.points), r.dimension, r.is_repeatable, r.daily_cap)
-             for r in rules],
+            [
+                (
+                    r.rule_id,
+                    r.product_id,
+                    r.event_product_id,
+                    r.event_type,
+                    int(r.points) if integer_points else float(r.points),
+                    r.dimension,
+                    r.is_repeatable,
+                    r.daily_cap,
+                )
+                for r in rules
+            ],
         )
 
 
@@ -582,21 +767,29 @@ def _preview_as_of(warehouse_url: str, given: str | None) -> str:
     from activation.warehouse import connect
 
     with connect(warehouse_url, read_only=True) as warehouse:
-        columns = {row["column_name"] for row in warehouse.query(
-            "select column_name from information_schema.columns where table_schema = 'analytics' "
-            "and table_name = 'fct_lead_scores'")}
+        columns = {
+            row["column_name"]
+            for row in warehouse.query(
+                "select column_name from information_schema.columns where table_schema = 'analytics' "
+                "and table_name = 'fct_lead_scores'"
+            )
+        }
         if "as_of" in columns:
             value = warehouse.scalar("select max(as_of) from analytics.fct_lead_scores")
             if value is not None:
                 return value.astimezone(UTC).isoformat() if hasattr(value, "astimezone") else str(value)
     now = datetime.now(UTC).replace(microsecond=0).isoformat()
-    print(f"note: analytics.fct_lead_scores records no as_of; previewing at now ({now}) — decay since the last "
-          "build also moves scores; pass --as-of to pin it", file=sys.stderr)
+    print(
+        f"note: analytics.fct_lead_scores records no as_of; previewing at now ({now}) — decay since the last "
+        "build also moves scores; pass --as-of to pin it",
+        file=sys.stderr,
+    )
     return now
 
 
-def run_dbt(args: Sequence[str], env: dict[str, str], target_path: Path | None = None
-            ) -> subprocess.CompletedProcess[str]:
+def run_dbt(
+    args: Sequence[str], env: dict[str, str], target_path: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the venv's dbt on dbt_project with the given environment (profiles.yml reads LEADFLOW_*)."""
     dbt = str(Path(sys.executable).with_name("dbt"))
     command = [dbt, *args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
@@ -624,12 +817,20 @@ def cmd_scoring_preview(args: argparse.Namespace) -> int:
     url = settings.warehouse.url
     as_of = _preview_as_of(url, args.as_of)
     _load_preview_rules(url, config.scoring_rules)
-    env = {**os.environ, **settings.warehouse.dbt_env(), "LEADFLOW_DBT_SCHEMA": PREVIEW_SCHEMA,
-           "DBT_LOG_PATH": str(settings.home / "dbt-logs"), "DO_NOT_TRACK": "1"}
+    env = {
+        **os.environ,
+        **settings.warehouse.dbt_env(),
+        "LEADFLOW_DBT_SCHEMA": PREVIEW_SCHEMA,
+        "DBT_LOG_PATH": str(settings.home / "dbt-logs"),
+        "DO_NOT_TRACK": "1",
+    }
     dbt_vars = {"scoring_rules_relation": f"{PREVIEW_SCHEMA}.scoring_rules", "as_of": as_of}
     with tempfile.TemporaryDirectory(prefix="leadflow-preview-") as target:
-        result = run_dbt(["run", "--full-refresh", "--select", "+fct_lead_scores", "--vars", json.dumps(dbt_vars)],
-                         env, Path(target))
+        result = run_dbt(
+            ["run", "--full-refresh", "--select", "+fct_lead_scores", "--vars", json.dumps(dbt_vars)],
+            env,
+            Path(target),
+        )
     if result.returncode != 0:
         print(result.stdout[-6000:], result.stderr[-2000:], sep="\n", file=sys.stderr)
         print(f"leadflow: dbt run into {PREVIEW_SCHEMA} failed (exit {result.returncode})", file=sys.stderr)
@@ -639,7 +840,9 @@ def cmd_scoring_preview(args: argparse.Namespace) -> int:
     return 0
 
 
-def compare_scores(warehouse_url: str, current_schema: str, preview_schema: str) -> dict[str, dict[str, list]]:
+def compare_scores(
+    warehouse_url: str, current_schema: str, preview_schema: str
+) -> dict[str, dict[str, list]]:
     """Per product: leads that gain or lose MQL / SQL going from current to preview scores."""
     from activation.warehouse import connect
 
@@ -662,8 +865,9 @@ def compare_scores(warehouse_url: str, current_schema: str, preview_schema: str)
         rows = warehouse.query(sql)
     changes: dict[str, dict[str, list]] = {}
     for row in rows:
-        product = changes.setdefault(row["product_id"], {k: [] for k in ("gain_mql", "lose_mql", "gain_sql",
-                                                                        "lose_sql")})
+        product = changes.setdefault(
+            row["product_id"], {k: [] for k in ("gain_mql", "lose_mql", "gain_sql", "lose_sql")}
+        )
         for level in ("mql", "sql"):
             was, now = row[f"was_{level}"], row[f"now_{level}"]
             if now and not was:
@@ -673,13 +877,17 @@ def compare_scores(warehouse_url: str, current_schema: str, preview_schema: str)
     return changes
 
 
-def print_score_changes(changes: dict[str, dict[str, list]], rules_file: Path, as_of: str, limit: int) -> None:
+def print_score_changes(
+    changes: dict[str, dict[str, list]], rules_file: Path, as_of: str, limit: int
+) -> None:
     print(f"Preview of {rules_file} at as_of {as_of} (analytics → {PREVIEW_SCHEMA}):")
     if not changes:
         print("  no scored leads in either schema")
     for product_id, groups in sorted(changes.items()):
-        counts = ", ".join(f"{name.replace('_', ' ').upper().replace('GAIN', 'gain').replace('LOSE', 'lose')} "
-                           f"{len(rows)}" for name, rows in groups.items())
+        counts = ", ".join(
+            f"{name.replace('_', ' ').upper().replace('GAIN', 'gain').replace('LOSE', 'lose')} {len(rows)}"
+            for name, rows in groups.items()
+        )
         print(f"  {product_id}: {counts}")
         for name, rows in groups.items():
             for row in rows[:limit]:
@@ -694,31 +902,48 @@ def add_cli_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register `leadflow products validate|list` and `leadflow scoring preview` on the CLI's subparsers."""
     seeds_help = "folder with the seed CSVs (default dbt_project/seeds)"
 
-    products = subparsers.add_parser("products", help="check and list the products and their scoring seeds",
-                                     description="Validate or list the lead model's seeds (dbt_project/seeds).")
+    products = subparsers.add_parser(
+        "products",
+        help="check and list the products and their scoring seeds",
+        description="Validate or list the lead model's seeds (dbt_project/seeds).",
+    )
     products_sub = products.add_subparsers(dest="products_command", metavar="ACTION", required=True)
-    validate = products_sub.add_parser("validate", help="check every seed; exit 2 listing each problem",
-                                       description="Check products, event_types, scoring_rules, fit_rules and "
-                                       "stage_rules against each other. Exit 0 with a summary, or 2 with "
-                                       "every problem (file, line, fix).")
+    validate = products_sub.add_parser(
+        "validate",
+        help="check every seed; exit 2 listing each problem",
+        description="Check products, event_types, scoring_rules, fit_rules and "
+        "stage_rules against each other. Exit 0 with a summary, or 2 with "
+        "every problem (file, line, fix).",
+    )
     validate.add_argument("--seeds-dir", default=str(SEEDS_DIR), help=seeds_help)
     validate.set_defaults(func=cmd_products_validate)
-    listing = products_sub.add_parser("list", help="a table of products, thresholds and rules",
-                                      description="Show each product's thresholds, half-life, cap, workflow, "
-                                      "channels and rule counts, as the seeds define them.")
+    listing = products_sub.add_parser(
+        "list",
+        help="a table of products, thresholds and rules",
+        description="Show each product's thresholds, half-life, cap, workflow, "
+        "channels and rule counts, as the seeds define them.",
+    )
     listing.add_argument("--seeds-dir", default=str(SEEDS_DIR), help=seeds_help)
     listing.set_defaults(func=cmd_products_list)
 
-    scoring = subparsers.add_parser("scoring", help="try candidate scoring rules before changing the seed",
-                                    description="Tools for scoring rules.")
+    scoring = subparsers.add_parser(
+        "scoring",
+        help="try candidate scoring rules before changing the seed",
+        description="Tools for scoring rules.",
+    )
     scoring_sub = scoring.add_subparsers(dest="scoring_command", metavar="ACTION", required=True)
     preview = scoring_sub.add_parser(
-        "preview", help="score leads with a candidate scoring_rules.csv and show who gains or loses MQL/SQL",
+        "preview",
+        help="score leads with a candidate scoring_rules.csv and show who gains or loses MQL/SQL",
         description=f"Validate FILE, load it as {PREVIEW_SCHEMA}.scoring_rules, build fct_lead_scores into "
-        f"schema {PREVIEW_SCHEMA} with it, and compare with analytics.fct_lead_scores per product.")
+        f"schema {PREVIEW_SCHEMA} with it, and compare with analytics.fct_lead_scores per product.",
+    )
     preview.add_argument("--rules", required=True, metavar="FILE", help="candidate scoring_rules.csv")
-    preview.add_argument("--as-of", default=None, help="ISO 8601 UTC time to score at (default: analytics' "
-                         "as_of if recorded, else now)")
+    preview.add_argument(
+        "--as-of",
+        default=None,
+        help="ISO 8601 UTC time to score at (default: analytics' as_of if recorded, else now)",
+    )
     preview.add_argument("--limit", type=int, default=10, help="lead ids to show per group (default 10)")
     preview.add_argument("--seeds-dir", default=str(SEEDS_DIR), help=seeds_help)
     preview.set_defaults(func=cmd_scoring_preview)

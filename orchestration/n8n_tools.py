@@ -56,7 +56,8 @@ BASE_ENV = {
     "N8N_BLOCK_ENV_ACCESS_IN_NODE": "false",
     "N8N_ENFORCE_SETTINGS_FILE_PERMISSIONS": "false",
     "N8N_HIRING_BANNER_ENABLED": "false",
-    "N8N_RUNNERS_ENABLED": "true",
+    "N8N_RUNNERS_ENABLED": "true",  # Code nodes in the task runner: the default from n8n 2.0 on
+    "N8N_GIT_NODE_DISABLE_BARE_REPOS": "true",  # quiets a deprecation notice at every start
     "DB_SQLITE_POOL_SIZE": "2",
 }
 

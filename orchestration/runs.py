@@ -19,7 +19,9 @@ def write_last_run(home: Path, run_id: str) -> None:
     home.mkdir(parents=True, exist_ok=True)
     target = home / "last_run.json"
     tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"finished_at": datetime.now(UTC).isoformat(), "status": "success", "run_id": run_id}))
+    tmp.write_text(
+        json.dumps({"finished_at": datetime.now(UTC).isoformat(), "status": "success", "run_id": run_id})
+    )
     os.replace(tmp, target)
 
 

@@ -50,9 +50,7 @@ class WarehouseTarget:
         if self.password:
             return self.url.replace("postgres://", "postgresql://", 1)
         # dlt's PostgreSQL credentials refuse an empty password; a server using trust auth ignores this one.
-        return (
-            f"postgresql://{quote(self.user or 'postgres', safe='')}:unused@{self.host}:{self.port}/{self.database}"
-        )
+        return f"postgresql://{quote(self.user or 'postgres', safe='')}:unused@{self.host}:{self.port}/{self.database}"
 
     def dbt_env(self) -> dict[str, str]:
         """Environment variables profiles.yml reads (dbt cannot parse a URL itself)."""
@@ -98,7 +96,9 @@ def parse_warehouse_url(url: str, home: Path) -> WarehouseTarget:
             password=unquote(parsed.password) if parsed.password else None,
             database=parsed.path.strip("/"),
         )
-    raise SettingsError(f"LEADFLOW_WAREHOUSE_URL={_redact(url)!r} has an unknown scheme {parsed.scheme!r}: {fix}")
+    raise SettingsError(
+        f"LEADFLOW_WAREHOUSE_URL={_redact(url)!r} has an unknown scheme {parsed.scheme!r}: {fix}"
+    )
 
 
 def _redact(url: str) -> str:

@@ -19,7 +19,7 @@ def test_graph_connects_ingestion_to_dbt_to_activation():
     from orchestration.definitions import defs
 
     graph = defs.resolve_asset_graph()
-    delivery = AssetKey(["activation", "nurture_delivery"])
+    delivery = AssetKey(["activation", "atlas_nurture_delivery"])
     upstream = graph.get(delivery).parent_keys
     assert AssetKey(["send_list_nurture"]) in upstream
     ancestors = graph.upstream_key_iterator(delivery) if hasattr(graph, "upstream_key_iterator") else None
