@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 N8N_CACHE ?= $(HOME)/.cache/leadflow/n8n
 
-.PHONY: install run test test-fast ui lint format bench clean
+.PHONY: install run test ui lint format bench clean n8n test-n8n
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ test: $(STAMP)
 
 ui: $(STAMP)
 	$(BIN)/leadflow ui
+
+n8n:
+	LEADFLOW_N8N_HOME=$(N8N_CACHE) bash n8n/install.sh
+
+test-n8n: $(STAMP) n8n
+	$(BIN)/pytest -p no:cacheprovider tests/e2e/test_n8n_delivery.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

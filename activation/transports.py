@@ -72,7 +72,7 @@ class WebhookTransport:
         url: str,
         token: str,
         *,
-        timeout: float = 30.0,
+        timeout: float = 180.0,  # n8n answers a 1000-message batch after every provider call: 12-30 s here
         max_attempts: int = 6,
         backoff_seconds: float = 0.5,
         max_backoff_seconds: float = 30.0,

@@ -250,6 +250,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_n8n(args: argparse.Namespace) -> int:
+    from orchestration import n8n_tools
+
+    if args.n8n_command == "install":
+        print(n8n_tools.ensure_installed())
+        return 0
+    if args.n8n_command == "import":
+        n8n_tools.ensure_installed()
+        print("imported and activated:", ", ".join(n8n_tools.import_all()))
+        print("restart n8n so the activation takes effect")
+        return 0
+    return n8n_tools.serve(port=args.port) or 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leadflow",
@@ -325,6 +339,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.set_defaults(func=cmd_serve)
+
+    n8n = sub.add_parser(
+        "n8n",
+        help="install, import and run the bundled n8n workflows",
+        description="install: n8n 1.123 and Node 22 into ~/.cache/leadflow/n8n (reused when present); "
+        "import: import and activate n8n/workflows/*.json with the webhook credential from N8N_WEBHOOK_TOKEN; "
+        "start: run that n8n on 127.0.0.1. See n8n/README.md to import into an existing n8n instead.",
+    )
+    n8n.add_argument("n8n_command", choices=["install", "import", "start"], help="what to do")
+    n8n.add_argument("--port", type=int, default=5678, help="port for `start` (default 5678)")
+    n8n.set_defaults(func=cmd_n8n)
 
     ui = sub.add_parser(
         "ui",

@@ -79,7 +79,7 @@ def test_help_explains_every_subcommand():
 
     parser = build_parser()
     top = parser.format_help()
-    subcommands = ["run", "ingest", "transform", "activate", "demo-crm", "serve", "ui"]
+    subcommands = ["run", "ingest", "transform", "activate", "demo-crm", "serve", "n8n", "ui"]
     for name in subcommands:
         assert name in top
     actions = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
