@@ -52,8 +52,21 @@ def _prepare_environment(settings: Settings) -> None:
     settings.export_dbt_env()
 
 
+def _validate_lead_config() -> None:
+    """Stop before any work when a seed or rule is wrong, naming the file, row and fix."""
+    from orchestration.lead_config import validate_seeds
+
+    issues = validate_seeds()
+    if issues:
+        print("leadflow: the product configuration in dbt_project/seeds is invalid:", file=sys.stderr)
+        for issue in issues:
+            print(f"  {issue}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parse_dbt_project(settings: Settings) -> None:
     """Write dbt's manifest, which Dagster reads to build the asset graph (partial parse keeps it quick)."""
+    _validate_lead_config()
     dbt = str(Path(sys.executable).parent / "dbt")
     command = [
         dbt,
@@ -339,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.set_defaults(func=cmd_serve)
+
+    from orchestration.lead_config import add_cli_commands as add_lead_config_commands
+
+    add_lead_config_commands(sub)
 
     n8n = sub.add_parser(
         "n8n",

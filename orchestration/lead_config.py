@@ -469,15 +469,14 @@ def _read_scoring_rules(
                 f"{_known(product_ids)} (the product itself for an ordinary rule)",
             )
             epid = None
-        if pid and epid and epid != pid:
-            if epid not in cross_sources.get(pid, ()):
-                r.issue(
-                    row,
-                    line,
-                    f"cross-product rule: {pid!r} counts {epid!r} events but {epid!r} is not in "
-                    f"{pid!r}'s cross_product_sources — add {epid} to cross_product_sources of {pid} in "
-                    f"products.csv, or set event_product_id to {pid}",
-                )
+        if pid and epid and epid != pid and epid not in cross_sources.get(pid, ()):
+            r.issue(
+                row,
+                line,
+                f"cross-product rule: {pid!r} counts {epid!r} events but {epid!r} is not in "
+                f"{pid!r}'s cross_product_sources — add {epid} to cross_product_sources of {pid} in "
+                f"products.csv, or set event_product_id to {pid}",
+            )
         event_type = r.text(row, line, v, "event_type")
         if event_type and event_types_ok and event_type not in event_types:
             r.issue(
@@ -760,6 +759,13 @@ def _load_preview_rules(warehouse_url: str, rules: Sequence[ScoringRule]) -> Non
         )
 
 
+def _has_current_scores(warehouse_url: str) -> bool:
+    from activation.warehouse import connect
+
+    with connect(warehouse_url, read_only=True) as warehouse:
+        return warehouse.table_exists("analytics", "fct_lead_scores")
+
+
 def _preview_as_of(warehouse_url: str, given: str | None) -> str:
     """as_of for the preview: the one given, else analytics' own as_of when it records one, else now."""
     if given:
@@ -815,6 +821,13 @@ def cmd_scoring_preview(args: argparse.Namespace) -> int:
         return 2
     config = load_config(args.seeds_dir, rules_file)
     url = settings.warehouse.url
+    if not _has_current_scores(url):
+        print(
+            "leadflow: analytics.fct_lead_scores does not exist yet, so there is nothing to compare with — "
+            "run `leadflow transform` (or `leadflow run`) first",
+            file=sys.stderr,
+        )
+        return 2
     as_of = _preview_as_of(url, args.as_of)
     _load_preview_rules(url, config.scoring_rules)
     env = {
@@ -826,14 +839,14 @@ def cmd_scoring_preview(args: argparse.Namespace) -> int:
     }
     dbt_vars = {"scoring_rules_relation": f"{PREVIEW_SCHEMA}.scoring_rules", "as_of": as_of}
     with tempfile.TemporaryDirectory(prefix="leadflow-preview-") as target:
-        result = run_dbt(
-            ["run", "--full-refresh", "--select", "+fct_lead_scores", "--vars", json.dumps(dbt_vars)],
-            env,
-            Path(target),
-        )
+        # seeds and models upstream of fct_lead_scores, rebuilt from scratch; never the scoring_rules seed,
+        # which would land on the candidate table's name in the preview schema
+        command = ["build", "--full-refresh", "--select", "+fct_lead_scores", "--exclude", "scoring_rules"]
+        command += ["--exclude-resource-type", "test", "unit_test", "--vars", json.dumps(dbt_vars)]
+        result = run_dbt(command, env, Path(target))
     if result.returncode != 0:
         print(result.stdout[-6000:], result.stderr[-2000:], sep="\n", file=sys.stderr)
-        print(f"leadflow: dbt run into {PREVIEW_SCHEMA} failed (exit {result.returncode})", file=sys.stderr)
+        print(f"leadflow: dbt build into {PREVIEW_SCHEMA} failed (exit {result.returncode})", file=sys.stderr)
         return 1
     changes = compare_scores(url, "analytics", PREVIEW_SCHEMA)
     print_score_changes(changes, rules_file, as_of, args.limit)
