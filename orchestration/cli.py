@@ -357,6 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_lead_config_commands(sub)
 
+    from orchestration import reporting
+
+    reporting.add_cli_commands(sub)
+
     n8n = sub.add_parser(
         "n8n",
         help="install, import and run the bundled n8n workflows",

@@ -326,6 +326,38 @@ def send_list_has_no_suppressed_leads() -> AssetCheckResult:
     )
 
 
+# ---------------------------------------------------------------- analytics report
+
+
+@asset(
+    key=AssetKey(["analytics", "report"]),
+    deps=[
+        AssetKey(["fct_conversion_funnel"]),
+        AssetKey(["fct_time_to_conversion"]),
+        AssetKey(["fct_conversion_attribution"]),
+        AssetKey(["fct_message_performance"]),
+        AssetKey(["fct_holdout_lift"]),
+    ],
+    group_name="analytics",
+    description="The marketing dashboard (self-contained HTML) and dated CSV exports of every analytics mart.",
+)
+def analytics_report(context: AssetExecutionContext) -> MaterializeResult:
+    """The marketing dashboard (self-contained HTML) and dated CSV exports of every analytics mart."""
+    from orchestration import reporting
+
+    result = reporting.build_report(settings.warehouse.url, reporting.default_report_path(settings.home))
+    export_dir = settings.home / "exports" / time.strftime("%Y-%m-%d")
+    exported = reporting.export_marts(settings.warehouse.url, export_dir, "csv")
+    context.log.info(f"report at {result.path}; {len(exported)} marts exported to {export_dir}")
+    return MaterializeResult(
+        metadata={
+            **reporting.report_metadata(result),
+            "exports": str(export_dir),
+            "exported_marts": len(exported),
+        }
+    )
+
+
 # ---------------------------------------------------------------- jobs, schedules, definitions
 
 pipeline_job = define_asset_job(
@@ -336,6 +368,11 @@ pipeline_job = define_asset_job(
 ingest_job = define_asset_job("leadflow_ingest", selection=AssetSelection.groups("ingestion"))
 transform_job = define_asset_job(
     "leadflow_transform", selection=AssetSelection.assets(dbt_models), description="dbt build."
+)
+report_job = define_asset_job(
+    "leadflow_report",
+    selection=AssetSelection.assets(analytics_report),
+    description="Dashboard and dated exports.",
 )
 activate_job = define_asset_job(
     "leadflow_activate",
@@ -398,15 +435,22 @@ def alert_on_run_failure(context: RunFailureSensorContext):
     )
 
 
+daily_report_schedule = ScheduleDefinition(
+    name="leadflow_report_daily",
+    job=report_job,
+    cron_schedule=settings.report_cron,
+    description="Materializes the dashboard and dated exports of the analytics marts.",
+)
+
 hourly_pipeline_schedule = ScheduleDefinition(
     name="leadflow_pipeline_hourly", job=pipeline_job, cron_schedule="15 * * * *"
 )
 
 defs = Definitions(
-    assets=[crm_assets, landing_event_assets, dbt_models, *delivery_assets],
+    assets=[crm_assets, landing_event_assets, dbt_models, *delivery_assets, analytics_report],
     asset_checks=[send_list_has_no_suppressed_leads],
-    jobs=[pipeline_job, ingest_job, transform_job, activate_job],
-    schedules=[hourly_pipeline_schedule],
+    jobs=[pipeline_job, ingest_job, transform_job, activate_job, report_job],
+    schedules=[hourly_pipeline_schedule, daily_report_schedule],
     sensors=[landing_zone_sensor, record_last_successful_run, alert_on_run_failure],
     resources={
         "dlt": DagsterDltResource(),

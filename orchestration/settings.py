@@ -123,6 +123,7 @@ class Settings:
     email_from: str = "nurture@leadflow.example"
     alert_url: str | None = None
     freshness_min_interval_seconds: int = 30
+    report_cron: str = "0 6 * * *"
 
     @property
     def landing_dir(self) -> Path:
@@ -203,6 +204,11 @@ class Settings:
             raise SettingsError(
                 f"LEADFLOW_FRESHNESS_MIN_INTERVAL_SECONDS={raw_interval!r} must be a whole number of seconds >= 1"
             ) from error
+        report_cron = (env.get("LEADFLOW_REPORT_CRON") or "0 6 * * *").strip()
+        if len(report_cron.split()) != 5:
+            raise SettingsError(
+                f"LEADFLOW_REPORT_CRON={report_cron!r} is not a 5-field cron expression such as '0 6 * * *'"
+            )
         return cls(
             home=home,
             warehouse=warehouse,
@@ -215,6 +221,7 @@ class Settings:
             email_from=email_from,
             alert_url=alert_url,
             freshness_min_interval_seconds=min_interval,
+            report_cron=report_cron,
         )
 
     def export_dbt_env(self) -> None:

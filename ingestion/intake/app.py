@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from activation import warehouse as warehouse_module
 from ingestion.events import InvalidEventLine
 from ingestion.intake import leads as lead_queries
-from ingestion.intake import providers
+from ingestion.intake import metrics, providers
 from ingestion.intake.config import IntakeConfig
 from ingestion.intake.landing import Candidate, IntakeStore, LandingResult
 from ingestion.intake.models import (
@@ -137,6 +137,7 @@ def create_app(config: IntakeConfig) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     app.state.config = config
     app.state.store = store
+    app.include_router(metrics.router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:

@@ -12,7 +12,7 @@ def test_every_asset_has_a_one_line_description_and_a_group():
     assert len(specs) >= 15
     for spec in specs:
         assert spec.description and spec.description.strip(), spec.key
-        assert spec.group_name in {"ingestion", "transform", "activation"}, spec.key
+        assert spec.group_name in {"ingestion", "transform", "activation", "analytics"}, spec.key
 
 
 def test_graph_connects_ingestion_to_dbt_to_activation():
