@@ -176,7 +176,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = _execute("leadflow_pipeline", settings, run_config)
     write_last_run(settings.home, result.run_id)
     print_summary(settings, _delivery_metadata(result))
+    report = _report_path(result)
+    if report:
+        print(f"  report: {report}")
     return 0
+
+
+def _report_path(result) -> str | None:
+    for event in result.all_events:
+        if event.is_step_materialization:
+            materialization = event.event_specific_data.materialization
+            if materialization.asset_key.path == ["analytics", "report"]:
+                path = materialization.metadata.get("path")
+                return str(path.value) if path is not None else None
+    return None
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
