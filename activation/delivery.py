@@ -155,6 +155,7 @@ def plan_delivery(
     send_list: str,
     *,
     from_email: str,
+    unsubscribe_group_id: int | None = None,
     workflow: str | None = None,
     schema: str = "analytics",
     now: datetime | None = None,
@@ -186,7 +187,9 @@ def plan_delivery(
             plan.due_rows.append(row)
     for row in plan.due_rows:
         try:
-            plan.messages.append(render_message(row, from_email=from_email))
+            plan.messages.append(
+                render_message(row, from_email=from_email, unsubscribe_group_id=unsubscribe_group_id)
+            )
         except RenderError as error:
             plan.quarantined.append((row, str(error)))
     return plan
@@ -208,6 +211,7 @@ def deliver_send_list(
     transport: Transport,
     *,
     from_email: str,
+    unsubscribe_group_id: int | None = None,
     workflow: str | None = None,
     batch_size: int = MAX_BATCH_SIZE,
     schema: str = "analytics",
@@ -220,6 +224,7 @@ def deliver_send_list(
         send_list: name of the send-list model (a table in `schema`).
         transport: where batches go (n8n webhook or file outbox).
         from_email: sender address for email payloads.
+        unsubscribe_group_id: SendGrid unsubscribe group put on every email (None = none).
         workflow: deliver only this workflow's rows (None = all).
         batch_size: messages per batch, at most 1000.
         schema: schema holding the send list.
@@ -235,7 +240,13 @@ def deliver_send_list(
         ensure_ledger(warehouse)
         warehouse.commit()
         plan = plan_delivery(
-            warehouse, send_list, from_email=from_email, workflow=workflow, schema=schema, now=now
+            warehouse,
+            send_list,
+            from_email=from_email,
+            unsubscribe_group_id=unsubscribe_group_id,
+            workflow=workflow,
+            schema=schema,
+            now=now,
         )
         _deliver(warehouse, summary, plan, send_list, transport, batch_size, now)
     summary.duration_seconds = round(time.monotonic() - started, 3)

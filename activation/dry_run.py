@@ -66,6 +66,7 @@ def dry_run(
     send_list: str,
     *,
     from_email: str,
+    unsubscribe_group_id: int | None = None,
     schema: str = "analytics",
     now: datetime | None = None,
     samples_per_channel: int = 1,
@@ -73,7 +74,14 @@ def dry_run(
     """Plan delivery exactly as a real run would (same ledger diff, same rendering), without writing."""
     report = DryRunReport(send_list=send_list)
     with connect(warehouse_url, read_only=True) as warehouse:
-        plan = plan_delivery(warehouse, send_list, from_email=from_email, schema=schema, now=now)
+        plan = plan_delivery(
+            warehouse,
+            send_list,
+            from_email=from_email,
+            unsubscribe_group_id=unsubscribe_group_id,
+            schema=schema,
+            now=now,
+        )
         if warehouse.table_exists(schema, EXCLUSIONS_MODEL):
             for row in warehouse.query(
                 f"select product_id, channel, reason, count(*) as n from {schema}.{EXCLUSIONS_MODEL} "

@@ -16,7 +16,7 @@ from orchestration.settings import Settings, SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
-SEND_LIST = "send_list_nurture"  # the send-list model activation reads
+SEND_LIST = "send_list_messages"  # the send-list model activation reads
 
 DAGSTER_YAML = """\
 # Written by leadflow: local instance for `leadflow run` and `leadflow ui` (runs are shared between them).
@@ -134,7 +134,8 @@ def print_summary(settings: Settings, delivery: dict[str, Any] | None = None) ->
         "events": "select count(*) from analytics.fct_engagement_events",
         "quarantined events": "select count(*) from raw_events.quarantine",
         "lead scores": "select count(*) from analytics.fct_lead_scores",
-        "send list (send_list_nurture)": "select count(*) from analytics.send_list_nurture",
+        "send list (send_list_messages)": "select count(*) from analytics.send_list_messages",
+        "excluded candidates (fct_message_exclusions)": "select count(*) from analytics.fct_message_exclusions",
         "messages handed over, all runs": (
             "select count(*) from leadflow_activation.delivery_ledger where status = 'sent'"
         ),
@@ -159,7 +160,7 @@ def print_summary(settings: Settings, delivery: dict[str, Any] | None = None) ->
         print(
             f"  this run: {delivery.get('sent', 0)} messages handed over, "
             f"{delivery.get('already_sent', 0)} already sent before, {delivery.get('failed', 0)} failed, "
-            f"{delivery.get('quarantined', 0)} quarantined"
+            f"{delivery.get('quarantined', 0)} quarantined, {delivery.get('not_yet_due', 0)} due later"
         )
         print(f"  payloads went to: {delivery.get('destination')}")
     figures["delivery"] = delivery or {}
@@ -216,7 +217,12 @@ def cmd_activate(args: argparse.Namespace) -> int:
         from activation.dry_run import dry_run
 
         try:
-            report = dry_run(settings.warehouse.url, SEND_LIST, from_email=settings.email_from)
+            report = dry_run(
+                settings.warehouse.url,
+                SEND_LIST,
+                from_email=settings.email_from,
+                unsubscribe_group_id=settings.sendgrid_unsubscribe_group_id,
+            )
         except DeliveryError as error:
             print(f"leadflow: {error}", file=sys.stderr)
             return 2

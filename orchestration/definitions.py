@@ -218,7 +218,7 @@ def make_transport(target_settings: Settings):
     return OutboxTransport(target_settings.outbox_dir)
 
 
-SEND_LIST = "send_list_nurture"
+SEND_LIST = "send_list_messages"
 SEND_LIST_KEY = AssetKey([SEND_LIST])
 SEEDS_DIR = DBT_PROJECT_DIR / "seeds"
 
@@ -258,6 +258,7 @@ def make_delivery_asset(workflow: str):
             SEND_LIST,
             make_transport(settings),
             from_email=settings.email_from,
+            unsubscribe_group_id=settings.sendgrid_unsubscribe_group_id,
             workflow=workflow,
         )
         context.log.info(
@@ -317,7 +318,8 @@ def send_list_has_no_suppressed_leads() -> AssetCheckResult:
                 inner join analytics.fct_message_exclusions as x
                     on s.lead_id = x.lead_id and s.channel = x.channel
                 where x.reason in ('unsubscribed', 'spam_report', 'hard_bounce', 'whatsapp_opt_out',
-                    'whatsapp_no_opt_in', 'crm_opt_out', 'manual_suppression', 'no_consent')
+                    'whatsapp_no_opt_in', 'crm_opt_out', 'manual_suppression', 'no_consent',
+                    'shared_address', 'group_unsubscribed')
                 """
             )
     return AssetCheckResult(

@@ -124,6 +124,7 @@ class Settings:
     alert_url: str | None = None
     freshness_min_interval_seconds: int = 30
     report_cron: str = "0 6 * * *"
+    sendgrid_unsubscribe_group_id: int | None = None
 
     @property
     def landing_dir(self) -> Path:
@@ -209,6 +210,14 @@ class Settings:
             raise SettingsError(
                 f"LEADFLOW_REPORT_CRON={report_cron!r} is not a 5-field cron expression such as '0 6 * * *'"
             )
+        raw_group = (env.get("SENDGRID_UNSUBSCRIBE_GROUP_ID") or "").strip()
+        try:
+            unsubscribe_group = int(raw_group) if raw_group else None
+        except ValueError as error:
+            raise SettingsError(
+                f"SENDGRID_UNSUBSCRIBE_GROUP_ID={raw_group!r} must be the numeric id of a SendGrid unsubscribe "
+                "group (Marketing → Unsubscribe Groups)"
+            ) from error
         return cls(
             home=home,
             warehouse=warehouse,
@@ -222,6 +231,7 @@ class Settings:
             alert_url=alert_url,
             freshness_min_interval_seconds=min_interval,
             report_cron=report_cron,
+            sendgrid_unsubscribe_group_id=unsubscribe_group,
         )
 
     def export_dbt_env(self) -> None:

@@ -20,10 +20,16 @@ pytestmark = pytest.mark.e2e
 
 
 def run_leadflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("LEADFLOW_", "N8N_", "HUBSPOT_", "DAGSTER_"))}
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LEADFLOW_", "N8N_", "HUBSPOT_", "DAGSTER_"))
+    }
     base.update(env)
-    result = subprocess.run([LEADFLOW, *args], env=base, capture_output=True, text=True, cwd=REPO, timeout=900)
-    assert result.returncode == 0, f"leadflow {' '.join(args)} failed:\n{result.stdout[-5000:]}\n{result.stderr[-8000:]}"
+    result = subprocess.run(
+        [LEADFLOW, *args], env=base, capture_output=True, text=True, cwd=REPO, timeout=900
+    )
+    assert result.returncode == 0, (
+        f"leadflow {' '.join(args)} failed:\n{result.stdout[-5000:]}\n{result.stderr[-8000:]}"
+    )
     return result
 
 
@@ -57,22 +63,41 @@ def check_warehouse(url: str) -> None:
         assert product_only > 0, "product users not in the CRM are leads too"
 
 
+def outbox_keys(outbox: Path) -> list[str]:
+    return [
+        m["idempotency_key"]
+        for b in sorted(outbox.glob("*.json"))
+        for m in json.loads(b.read_text())["messages"]
+    ]
+
+
+def handed_over(stdout: str) -> tuple[int, int]:
+    """(handed over this run, due later) from the summary line."""
+    line = next(line for line in stdout.splitlines() if "this run:" in line)
+    numbers = [int(token) for token in line.replace(",", " ").split() if token.isdigit()]
+    return numbers[0], numbers[-1]
+
+
 def test_make_run_on_duckdb_twice_hands_over_nothing_new(tmp_path):
     env = {"LEADFLOW_HOME": str(tmp_path / "home")}
     first = run_leadflow(env, "run")
     figures = summary_figures(first.stdout)
     assert int(figures["leads"]) > 0 and int(figures["events"]) > 0
-    outbox = tmp_path / "home" / "outbox" / "send_list_nurture"
-    batches = sorted(outbox.glob("*.json"))
-    assert batches, "the outbox holds the payloads"
-    sent = sum(len(json.loads(b.read_text())["messages"]) for b in batches)
-    assert sent == int(figures["send list (send_list_nurture)"]) > 0
-    assert f"this run: {sent} messages handed over" in first.stdout
+    outbox = tmp_path / "home" / "outbox" / "send_list_messages"
+    keys = outbox_keys(outbox)
+    assert keys, "the outbox holds the payloads"
+    sent, due_later = handed_over(first.stdout)
+    assert sent == len(keys) == len(set(keys))
+    assert sent + due_later <= int(figures["send list (send_list_messages)"])
+    assert "report:" in first.stdout and Path(first.stdout.split("report:")[1].split()[0]).exists()
     check_warehouse(f"duckdb:///{tmp_path / 'home' / 'warehouse.duckdb'}")
 
     second = run_leadflow(env, "run")
-    assert "this run: 0 messages handed over" in second.stdout
-    assert sorted(outbox.glob("*.json")) == batches
+    sent_again, _ = handed_over(second.stdout)
+    all_keys = outbox_keys(outbox)
+    assert len(all_keys) == len(set(all_keys)), "no idempotency key is ever handed over twice"
+    # only messages that were waiting for their quiet-hours window in run 1 may go now
+    assert sent_again <= due_later
 
 
 @pytest.mark.postgres
@@ -85,11 +110,13 @@ def test_run_on_postgres_delivers_to_the_webhook(tmp_path, postgres_url):
             "N8N_WEBHOOK_TOKEN": "e2e-token",
         }
         first = run_leadflow(env, "run")
-        figures = summary_figures(first.stdout)
         keys = sink.accepted_keys()
-        assert len(keys) == len(set(keys)) == int(figures["send list (send_list_nurture)"]) > 0
+        sent, due_later = handed_over(first.stdout)
+        assert len(keys) == len(set(keys)) == sent > 0
         assert not (tmp_path / "home" / "outbox").exists()
         check_warehouse(postgres_url)
         second = run_leadflow(env, "run")
-        assert "this run: 0 messages handed over" in second.stdout
-        assert len(sink.accepted_keys()) == len(keys)
+        sent_again, _ = handed_over(second.stdout)
+        assert sent_again <= due_later
+        all_keys = sink.accepted_keys()
+        assert len(all_keys) == len(set(all_keys)), "no idempotency key is ever handed over twice"
