@@ -35,7 +35,7 @@ class DryRunReport:
     def render(self) -> str:
         lines = [f"dry run of {self.send_list}: nothing is sent or recorded"]
         lines.append(f"  would send: {self.total_to_send} messages")
-        for (product, channel), count in sorted(self.to_send.items()):
+        for (product, channel), count in sorted(self.to_send.items(), key=lambda item: str(item[0])):
             lines.append(f"    {product:<12} {channel:<10} {count}")
         lines.append(
             f"  already sent: {self.already_sent}; due later (quiet hours, delays): {self.not_yet_due}; "
@@ -47,7 +47,9 @@ class DryRunReport:
                 lines.append(f"    {key}: {reason}")
         if self.suppressed:
             lines.append("  suppressed, by reason:")
-            for (product, channel, reason), count in sorted(self.suppressed.items()):
+            for (product, channel, reason), count in sorted(
+                self.suppressed.items(), key=lambda item: tuple(str(part or "") for part in item[0])
+            ):
                 lines.append(f"    {product:<12} {channel or '-':<10} {reason:<22} {count}")
         if self.cap_hits:
             lines.append(f"  leads over the contact budget: {len(self.cap_hits)}")

@@ -1,0 +1,12 @@
+{#
+    The key of the product user an event belongs to: the account (user_id) when the product sent
+    one, else the address the event carried. int_lead_identities maps each such key to a lead_id,
+    and fct_engagement_events joins events back through the same expression.
+#}
+{% macro product_identity_key(user_id, email, phone_e164) -%}
+    case
+        when {{ user_id }} is not null then 'product_user:' || {{ user_id }}
+        when {{ email }} is not null then 'product_email:' || {{ email }}
+        when {{ phone_e164 }} is not null then 'product_phone:' || {{ phone_e164 }}
+    end
+{%- endmacro %}

@@ -1,0 +1,151 @@
+{#
+    Building blocks of the lead model (LEAD_MODEL.md) shared by the scoring and stage models.
+#}
+
+
+{#
+    The time everything is computed at: var `as_of` (ISO 8601, naive = UTC), else the build's start,
+    so that every model of one build sees the same instant.
+#}
+{% macro as_of() -%}
+    {%- set value = var('as_of', none) or run_started_at.strftime('%Y-%m-%dT%H:%M:%S.%f+00:00') -%}
+    cast('{{ value }}' as timestamp with time zone)
+{%- endmacro %}
+
+
+{#
+    Where scoring rules are read from: the seed, or the relation named by var `scoring_rules_relation`
+    (`leadflow scoring preview` builds candidate scores from candidate rules in another schema).
+#}
+{% macro scoring_rules_relation() -%}
+    {%- set override = var('scoring_rules_relation', none) -%}
+    {%- if override -%}
+        {{ override }}
+    {%- else -%}
+        {{ ref('scoring_rules') }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{# Seconds since the Unix epoch as a double (fractional seconds kept). #}
+{% macro epoch_seconds(column) -%}
+    {{ return(adapter.dispatch('epoch_seconds', 'leadflow')(column)) }}
+{%- endmacro %}
+
+{% macro default__epoch_seconds(column) -%}
+    cast(extract(epoch from {{ column }}) as double precision)
+{%- endmacro %}
+
+{% macro duckdb__epoch_seconds(column) -%}
+    epoch({{ column }})
+{%- endmacro %}
+
+
+{#
+    Text in code-point (byte) order, the order Python's sorted() gives: ids break ties in the
+    processing order, and PostgreSQL would otherwise sort by the database's locale.
+#}
+{% macro codepoint_order(column) -%}
+    {{ return(adapter.dispatch('codepoint_order', 'leadflow')(column)) }}
+{%- endmacro %}
+
+{% macro default__codepoint_order(column) -%}
+    {{ column }} collate "C"
+{%- endmacro %}
+
+{% macro duckdb__codepoint_order(column) -%}
+    {#- DuckDB compares VARCHAR byte-wise unless a collation is asked for -#}
+    {{ column }}
+{%- endmacro %}
+
+
+{# A timestamp plus a (possibly fractional) number of days, as days x 86400 seconds (no DST days). #}
+{% macro add_days(column, days) -%}
+    {{ column }} + ({{ days }}) * 86400 * interval '1 second'
+{%- endmacro %}
+
+
+{# Fractional days from `start` to `finish` (seconds / 86400.0). #}
+{% macro days_between(start, finish) -%}
+    ({{ leadflow.epoch_seconds(finish) }} - {{ leadflow.epoch_seconds(start) }}) / 86400.0
+{%- endmacro %}
+
+
+{#
+    A score compared with a threshold: scores are sums of decayed doubles, so an exact 40 may come
+    out as 39.99999999999; var `score_compare_epsilon` absorbs that rounding, nothing more.
+#}
+{% macro score_reaches(score, threshold) -%}
+    ({{ score }} >= {{ threshold }} - {{ var('score_compare_epsilon') }})
+{%- endmacro %}
+
+
+{#
+    The (lead, product) pairs an incremental model must (re)build, as a SELECT of lead_id, product_id:
+    every pair on a full build; on an incremental build only pairs whose inputs fingerprint differs
+    from the one stored on the model's rows, plus pairs the model holds that no longer have inputs.
+    `fingerprints` is a relation/CTE with lead_id, product_id and `fingerprint_column`.
+#}
+{% macro lead_pairs_to_rebuild(fingerprints, fingerprint_column) -%}
+    {%- if is_incremental() %}
+        select
+            coalesce(current_pairs.lead_id, stored_pairs.lead_id) as lead_id,
+            coalesce(current_pairs.product_id, stored_pairs.product_id) as product_id
+        from {{ fingerprints }} as current_pairs
+        full outer join (
+            select
+                lead_id,
+                product_id,
+                min(inputs_fingerprint) as inputs_fingerprint
+            from {{ this }}
+            group by lead_id, product_id
+        ) as stored_pairs
+            on
+                current_pairs.lead_id = stored_pairs.lead_id
+                and current_pairs.product_id = stored_pairs.product_id
+        where current_pairs.{{ fingerprint_column }} is distinct from stored_pairs.inputs_fingerprint
+    {%- else %}
+        select
+            lead_id,
+            product_id
+        from {{ fingerprints }}
+    {%- endif %}
+{%- endmacro %}
+
+
+{#
+    On an incremental build, one placeholder row per rebuilt pair (every other column null): the
+    delete+insert on (lead_id, product_id) then clears pairs that now have no rows at all, and the
+    model's post-hook deletes the placeholders. `columns` lists the model's columns in order.
+#}
+{% macro lead_pair_placeholders(pairs, columns) -%}
+    {%- if is_incremental() %}
+        union all
+        select
+            {%- for column in columns %}
+            {% if column in ('lead_id', 'product_id') %}{{ column }}{% else %}null{% endif %}
+            as {{ column }}{{ "," if not loop.last }}
+            {%- endfor %}
+        from {{ pairs }}
+    {%- endif %}
+{%- endmacro %}
+
+
+{#
+    Post-hook for the lead model's tables: PostgreSQL plans the next model's joins from table
+    statistics, and a table created a moment ago has none until autovacuum gets to it (measured: a
+    20k-row join took 40 s on guessed row counts, 0.5 s after ANALYZE). DuckDB keeps statistics as it
+    writes, so there it renders nothing (dbt skips an empty hook).
+#}
+{% macro refresh_statistics(relation) -%}
+    {{ return(adapter.dispatch('refresh_statistics', 'leadflow')(relation)) }}
+{%- endmacro %}
+
+{% macro default__refresh_statistics(relation) -%}
+    {%- if model.config.materialized in ('table', 'incremental') -%}
+        analyze {{ relation }}
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro duckdb__refresh_statistics(relation) -%}
+{%- endmacro %}
