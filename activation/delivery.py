@@ -181,7 +181,8 @@ def plan_delivery(
             plan.already_sent += 1
         elif not _is_due(entry):
             plan.given_up += 1
-        elif _due_later(row.get("due_at"), moment):
+        elif _due_later(row.get("due_at"), moment) or _window_closed(row.get("window_ends_at"), moment):
+            # not yet due, or its send window closed (local quiet hours began): the next build reschedules it
             plan.not_yet_due += 1
         else:
             plan.due_rows.append(row)
@@ -195,14 +196,22 @@ def plan_delivery(
     return plan
 
 
+def _as_utc(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
 def _due_later(due_at: Any, moment: datetime) -> bool:
-    if due_at is None:
-        return False
-    if isinstance(due_at, str):
-        due_at = datetime.fromisoformat(due_at.replace("Z", "+00:00"))
-    if due_at.tzinfo is None:
-        due_at = due_at.replace(tzinfo=UTC)
-    return due_at > moment
+    due = _as_utc(due_at)
+    return due is not None and due > moment
+
+
+def _window_closed(window_ends_at: Any, moment: datetime) -> bool:
+    ends = _as_utc(window_ends_at)
+    return ends is not None and moment >= ends
 
 
 def deliver_send_list(

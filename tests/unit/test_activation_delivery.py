@@ -322,3 +322,28 @@ def test_two_activation_runs_at_once_never_send_a_key_twice(warehouse_url):
             thread.join()
         assert sorted(r.sent for r in results) == [0, 200]
         assert sorted(sink.accepted_keys()) == keys  # every key exactly once
+
+
+def test_a_message_whose_send_window_closed_waits_for_the_next_build(warehouse_url, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    make_send_list(warehouse_url, 4)
+    now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    with connect(warehouse_url) as wh:
+        wh.execute(
+            "alter table analytics.send_list_nurture add column window_ends_at timestamp with time zone"
+        )
+        wh.execute("update analytics.send_list_nurture set window_ends_at = ?", [now + timedelta(hours=3)])
+        wh.execute(  # lead0: local quiet hours began an hour ago
+            "update analytics.send_list_nurture set window_ends_at = ? where lead_id = 'lead0'",
+            [now - timedelta(hours=1)],
+        )
+        wh.execute(  # lead1: due tomorrow morning
+            "update analytics.send_list_nurture set due_at = ? where lead_id = 'lead1'",
+            [now + timedelta(hours=20)],
+        )
+    summary = deliver_send_list(
+        warehouse_url, "send_list_nurture", OutboxTransport(tmp_path), from_email=FROM, now=now
+    )
+    assert (summary.sent, summary.not_yet_due) == (2, 2)
+    assert {r["lead_id"] for r in ledger(warehouse_url).values()} == {"lead2", "lead3"}
