@@ -150,12 +150,38 @@ def print_summary(settings: Settings, delivery: dict[str, Any] | None = None) ->
                 "select product_id, count(*) as leads, sum(case when is_mql then 1 else 0 end) as mqls "
                 "from analytics.fct_lead_scores group by product_id order by product_id"
             )
+        stages: dict[str, dict[str, int]] = {}
+        if warehouse.table_exists("analytics", "fct_lead_stages"):
+            for row in warehouse.query(
+                "select product_id, stage, count(*) as leads from analytics.fct_lead_stages "
+                "group by product_id, stage order by product_id, stage"
+            ):
+                stages.setdefault(row["product_id"], {})[row["stage"]] = int(row["leads"])
+    figures["stages"] = stages
     print("\nleadflow summary")
     print(f"  warehouse: {settings.warehouse.redacted_url()}")
     for label, value in figures.items():
-        print(f"  {label}: {value}")
+        if label != "stages":
+            print(f"  {label}: {value}")
     for row in mqls:
-        print(f"  product {row['product_id']}: {row['leads']} scored leads, {row['mqls']} MQL")
+        print(
+            f"  product {row['product_id']}: {row['leads']} scored leads, {row['mqls']} scoring at or above MQL now"
+        )
+        by_stage = stages.get(row["product_id"], {})
+        if by_stage:
+            order = [
+                "new",
+                "engaged",
+                "mql",
+                "sql",
+                "opportunity",
+                "customer",
+                "recycled",
+                "dormant",
+                "disqualified",
+            ]
+            ranked = sorted(by_stage, key=lambda stage: order.index(stage) if stage in order else len(order))
+            print("    by stage: " + ", ".join(f"{stage} {by_stage[stage]}" for stage in ranked))
     if delivery:
         print(
             f"  this run: {delivery.get('sent', 0)} messages handed over, "
