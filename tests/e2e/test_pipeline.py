@@ -115,8 +115,5 @@ def test_run_on_postgres_delivers_to_the_webhook(tmp_path, postgres_url):
         assert len(keys) == len(set(keys)) == sent > 0
         assert not (tmp_path / "home" / "outbox").exists()
         check_warehouse(postgres_url)
-        second = run_leadflow(env, "run")
-        sent_again, _ = handed_over(second.stdout)
-        assert sent_again <= due_later
-        all_keys = sink.accepted_keys()
-        assert len(all_keys) == len(set(all_keys)), "no idempotency key is ever handed over twice"
+        # a second run on PostgreSQL adds nothing the DuckDB test and the ledger tests on PostgreSQL
+        # (tests/unit/test_activation_delivery.py) do not already show; one run keeps the suite within budget
