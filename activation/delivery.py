@@ -42,6 +42,7 @@ create table if not exists {LEDGER_TABLE} (
     provider_message_id varchar,
     batch_id varchar,
     status varchar not null,
+    retryable boolean,
     attempts integer not null default 0,
     destination varchar,
     error varchar,
@@ -109,7 +110,7 @@ def read_send_list(warehouse: Warehouse, send_list: str, schema: str = "analytic
 def ledger_statuses(warehouse: Warehouse, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Status and attempts of each key already in the ledger."""
     del keys  # the ledger is read whole: one scan beats thousands of point lookups on DuckDB
-    rows = warehouse.query(f"select idempotency_key, status, attempts from {LEDGER_TABLE}")
+    rows = warehouse.query(f"select idempotency_key, status, attempts, retryable from {LEDGER_TABLE}")
     return {row["idempotency_key"]: row for row in rows}
 
 
@@ -120,7 +121,10 @@ def _is_due(entry: dict[str, Any] | None) -> bool:
     if entry["status"] == "sent":
         return False
     if entry["status"] == "failed":
-        return int(entry["attempts"] or 0) < MAX_ATTEMPTS
+        # a batch the receiver refused or never answered is retried; a message n8n answered `failed` has had
+        # every route tried (with retries) already, and n8n remembers its key, so resending it would only be
+        # answered `duplicate`
+        return entry.get("retryable") is not False and int(entry["attempts"] or 0) < MAX_ATTEMPTS
     return True
 
 
@@ -333,7 +337,12 @@ def _deliver(
         try:
             answer = transport.send(batch_id, json.loads(json.dumps(body, default=_json_default)))
         except DeliveryError as error:
-            _record(warehouse, send_list, [(by_key[k], "failed", batch_id, str(error)) for k in keys], now)
+            _record(
+                warehouse,
+                send_list,
+                [(by_key[k], "failed", batch_id, str(error), None, None, True) for k in keys],
+                now,
+            )
             summary.failed += len(batch)
             summary.failed_batches += 1
             summary.errors.append(f"batch {batch_id}: {error}")
@@ -341,7 +350,7 @@ def _deliver(
             continue
         outcomes = message_outcomes(keys, answer)
         entries = [
-            (by_key[k], status, batch_id, reason, channel, provider_id)
+            (by_key[k], status, batch_id, reason, channel, provider_id, status != "failed")
             for k, (status, reason, channel, provider_id) in outcomes.items()
         ]
         _record(warehouse, send_list, entries, now)
@@ -411,8 +420,9 @@ def _record(
             error,
             stamp,
             stamp,
-            (extra + (None, None))[0],
-            (extra + (None, None))[1],
+            (extra + (None, None, None))[0],
+            (extra + (None, None, None))[1],
+            (extra + (None, None, None))[2] if status == "failed" else None,
         )
         for row, status, batch_id, error, *extra_list in entries
         for extra in [tuple(extra_list)]
@@ -432,6 +442,7 @@ def _record(
         "updated_at",
         "channel_used",
         "provider_message_id",
+        "retryable",
         "attempts",
     )
     warehouse.insert_rows(
@@ -443,6 +454,7 @@ def _record(
             batch_id = excluded.batch_id,
             status = excluded.status,
             error = excluded.error,
+            retryable = excluded.retryable,
             channel_used = coalesce(excluded.channel_used, delivery_ledger.channel_used),
             provider_message_id = coalesce(excluded.provider_message_id, delivery_ledger.provider_message_id),
             updated_at = excluded.updated_at,

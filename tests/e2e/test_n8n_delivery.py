@@ -1,7 +1,7 @@
 """The n8n nurture-delivery workflow, end to end: a real n8n 1.123 against local provider stubs.
 
-One n8n process serves the whole module (startup ~15 s; the first run also installs n8n, ~3 minutes, into
-`~/.cache/leadflow/n8n`). Every test uses fresh idempotency keys, because n8n remembers keys across
+One n8n process serves the whole module (fixtures `stubs`, `n8n` in conftest.py; startup ~15 s; the first run
+also installs n8n, ~3 minutes, into `~/.cache/leadflow/n8n`). Every test uses fresh idempotency keys, because n8n remembers keys across
 executions — that memory is what the duplicate tests check.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -22,32 +22,15 @@ from activation.delivery import LEDGER_TABLE, deliver_send_list
 from activation.transports import TOKEN_HEADER, WebhookTransport
 from activation.warehouse import connect
 from ingestion.intake.models import DeliveryResult
+from tests.e2e.conftest import N8N_MAX_ATTEMPTS, N8N_TOKEN
 from tests.support.n8n_server import N8nServer
 from tests.support.provider_stubs import ProviderStubs
 
 pytestmark = pytest.mark.e2e
 
-TOKEN = "e2e-webhook-token"
-MAX_ATTEMPTS = 3  # provider attempts per route inside n8n (LEADFLOW_PROVIDER_MAX_ATTEMPTS)
+TOKEN = N8N_TOKEN
+MAX_ATTEMPTS = N8N_MAX_ATTEMPTS  # provider attempts per route inside n8n (LEADFLOW_PROVIDER_MAX_ATTEMPTS)
 FROM = "nurture@leadflow.example"
-
-
-@pytest.fixture(scope="module")
-def stubs() -> Iterator[ProviderStubs]:
-    with ProviderStubs() as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def n8n(stubs: ProviderStubs) -> Iterator[N8nServer]:
-    env = {
-        **stubs.env(),
-        "LEADFLOW_PROVIDER_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
-        "LEADFLOW_PROVIDER_BACKOFF_MS": "20",  # keep retries fast; the production default is 500 ms
-        "LEADFLOW_PROVIDER_MAX_WAIT_MS": "200",
-    }
-    with N8nServer(env=env, webhook_token=TOKEN) as server:
-        yield server
 
 
 @pytest.fixture(autouse=True)

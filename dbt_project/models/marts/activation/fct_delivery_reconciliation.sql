@@ -61,13 +61,17 @@ result_keys as (
 ),
 
 last_event as (
-    select idempotency_key, event_type as last_event_type
+    select
+        idempotency_key,
+        event_type as last_event_type
     from ranked_results
     where recency_rank = 1
 ),
 
 first_confirmation as (
-    select idempotency_key, channel as confirmed_channel
+    select
+        idempotency_key,
+        channel as confirmed_channel
     from ranked_results
     where confirmation_rank = 1 and event_type <> 'failed'
 ),
