@@ -71,8 +71,20 @@ def fetch_transitions(db: Warehouse, lead_id: str) -> list[dict[str, Any]]:
             "to_stage": _first(row, ("to_stage", "stage", "new_stage")),
             "transitioned_at": _first(row, _TRANSITION_TIME_COLUMNS),
             "reason": _first(row, ("reason", "trigger", "source")),
+            "transition_seq": row.get("transition_seq"),
+            "rule_id": row.get("rule_id"),
+            "triggering_event_id": row.get("triggering_event_id"),
+            "score": row.get("score"),
+            "rules_version": row.get("rules_version"),
         }
         for row in rows
     ]
-    out.sort(key=lambda t: (t["transitioned_at"] is None, str(t["transitioned_at"] or "")))
+    # several moves of one signal share a timestamp: transition_seq orders them
+    out.sort(
+        key=lambda t: (
+            str(t["product_id"] or ""),
+            t["transition_seq"] if t["transition_seq"] is not None else 0,
+            str(t["transitioned_at"] or ""),
+        )
+    )
     return out

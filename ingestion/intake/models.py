@@ -135,12 +135,12 @@ class LeadScore(BaseModel):
     stage: str | None = Field(
         description="From fct_lead_stages when built, else mql/sql/lead from the score."
     )
-    score: int | None = None
-    engagement_score: int | None = None
-    fit_score: int | None = None
-    score_cap: int | None = None
-    mql_threshold: int | None = None
-    sql_threshold: int | None = None
+    score: float | None = Field(default=None, description="Decayed engagement + fit, capped (a double).")
+    engagement_score: float | None = None
+    fit_score: float | None = None
+    score_cap: float | None = None
+    mql_threshold: float | None = None
+    sql_threshold: float | None = None
     is_mql: bool | None = None
     is_sql: bool | None = None
     mql_reached_at: datetime | None = None
@@ -176,10 +176,15 @@ class Lead(BaseModel):
 
 class StageTransition(BaseModel):
     product_id: str | None = None
+    transition_seq: int | None = None
     from_stage: str | None = None
     to_stage: str | None = None
     transitioned_at: datetime | None = None
-    reason: str | None = None
+    reason: str | None = Field(default=None, description="The trigger that fired (e.g. score_reached_mql).")
+    rule_id: str | None = Field(default=None, description="The stage rule applied (stage_rules.csv).")
+    triggering_event_id: str | None = Field(default=None, description="Event or deal id that fired the rule.")
+    score: float | None = None
+    rules_version: str | None = None
 
 
 class StageHistory(BaseModel):
