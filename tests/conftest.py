@@ -46,14 +46,18 @@ class PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.base, "postgres", "postgres")
         subprocess.run(
-            _as_postgres_user(["initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]),
+            _as_postgres_user(
+                ["initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
+            ),
             check=True,
             capture_output=True,
         )
         options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off"
         options += " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         subprocess.run(
-            _as_postgres_user(["pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start"]),
+            _as_postgres_user(
+                ["pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start"]
+            ),
             check=True,
             capture_output=True,
         )

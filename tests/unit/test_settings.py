@@ -29,11 +29,18 @@ def test_defaults_are_the_embedded_warehouse_and_demo_crm(tmp_path, monkeypatch)
 
 def test_postgres_url_is_parsed_for_dbt_and_redacted_for_printing():
     settings = Settings.from_env(
-        {"LEADFLOW_HOME": "/tmp/lf", "LEADFLOW_WAREHOUSE_URL": "postgresql://ana:s%40cret@db.local:6543/marketing"}
+        {
+            "LEADFLOW_HOME": "/tmp/lf",
+            "LEADFLOW_WAREHOUSE_URL": "postgresql://ana:s%40cret@db.local:6543/marketing",
+        }
     )
     warehouse = settings.warehouse
     assert (warehouse.kind, warehouse.host, warehouse.port, warehouse.user, warehouse.database) == (
-        "postgres", "db.local", 6543, "ana", "marketing",
+        "postgres",
+        "db.local",
+        6543,
+        "ana",
+        "marketing",
     )
     assert warehouse.password == "s@cret"
     assert "s@cret" not in warehouse.redacted_url() and "s%40cret" not in warehouse.redacted_url()
@@ -51,8 +58,10 @@ def test_postgres_url_is_parsed_for_dbt_and_redacted_for_printing():
         ({"LEADFLOW_CRM": "sql"}, ["CRM_DATABASE_URL"]),
         ({"N8N_WEBHOOK_URL": "localhost:5678"}, ["N8N_WEBHOOK_URL", "http"]),
         ({"N8N_WEBHOOK_URL": "http://localhost:5678/webhook/x"}, ["N8N_WEBHOOK_TOKEN"]),
-        ({"HUBSPOT_BASE_URL": "api.hubapi.com", "LEADFLOW_CRM": "hubspot", "HUBSPOT_ACCESS_TOKEN": "t"},
-         ["HUBSPOT_BASE_URL"]),
+        (
+            {"HUBSPOT_BASE_URL": "api.hubapi.com", "LEADFLOW_CRM": "hubspot", "HUBSPOT_ACCESS_TOKEN": "t"},
+            ["HUBSPOT_BASE_URL"],
+        ),
     ],
 )
 def test_wrong_settings_fail_early_naming_the_setting(environ, names):

@@ -211,17 +211,17 @@ EVENTS = [
     # (e9, e11 above); a beacon login does not
     # manual lead from the Lead Tracker API, moved to sql on atlas by a manual override
     _event("m1", "lead_upserted", _E + "17:00", None, email="Fay@Example.com", stream="manual",
-           properties='{"first_name": "Fay", "lead_id": "%s"}' % md5("email:fay@example.com")),
+           properties='{"first_name": "Fay", "lead_id": "' + md5("email:fay@example.com") + '"}'),
     _event("m2", "stage_override", _E + "17:05", "atlas", email="fay@example.com", stream="manual",
-           properties='{"to_stage": "sql", "product_id": "atlas", "reason": "call", "lead_id": "%s"}'
-           % md5("email:fay@example.com")),
+           properties='{"to_stage": "sql", "product_id": "atlas", "reason": "call", "lead_id": "'
+           + md5("email:fay@example.com") + '"}'),
     # an override naming a stage no rule leads to from Dan's atlas stage: recorded nowhere
     _event("m3", "stage_override", _E + "17:10", "atlas", email="dan@example.com", stream="manual",
            properties='{"to_stage": "customer", "product_id": "atlas"}'),
     # Dan disqualified on atlas through the API (stamped lead id, no address)
     _event("m4", "stage_override", _E + "17:15", "atlas", stream="manual",
-           properties='{"to_stage": "disqualified", "product_id": "atlas", "lead_id": "%s"}'
-           % md5("email:dan@example.com")),
+           properties='{"to_stage": "disqualified", "product_id": "atlas", "lead_id": "'
+           + md5("email:dan@example.com") + '"}'),
 ]
 
 QUARANTINE = [
@@ -295,8 +295,15 @@ LATER_EVENTS = [
     _event("n1", "pricing_page_viewed", "2026-11-23 10:00", "beacon", email="dan@example.com"),
     _event("n2", "login", "2026-11-19 23:59", "beacon", email="dan@example.com"),
     _event("n3", "login", "2026-11-24 08:00", "atlas", email="ana.new@example.com", user="u-1"),
-    _event("n4", "stage_override", "2026-11-24 09:00", "beacon", email="carol@example.com", stream="manual",
-           properties='{"to_stage": "sql", "product_id": "beacon"}'),
+    _event(
+        "n4",
+        "stage_override",
+        "2026-11-24 09:00",
+        "beacon",
+        email="carol@example.com",
+        stream="manual",
+        properties='{"to_stage": "sql", "product_id": "beacon"}',
+    ),
     _event("n5", "login", "2026-11-20 13:00", "atlas", user="u-9"),
 ]
 

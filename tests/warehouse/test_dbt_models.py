@@ -134,7 +134,19 @@ def test_send_list_has_exactly_the_consenting_mqls(built_warehouse):
     target, location, _ = built_warehouse
     rows = _send_list(target, location)
     assert {(row[0], row[3]) for row in rows} == EXPECTED["send_list"]
-    for lead_key, key, lead_id, product_id, product_name, workflow, step, channel, recipient, template, *_ in rows:
+    for (
+        lead_key,
+        key,
+        lead_id,
+        product_id,
+        product_name,
+        workflow,
+        step,
+        channel,
+        recipient,
+        template,
+        *_,
+    ) in rows:
         assert product_name == {"atlas": "Atlas Analytics", "beacon": "Beacon Messaging"}[product_id]
         assert lead_id == hashlib.md5(lead_key.encode()).hexdigest()
         assert (

@@ -289,7 +289,14 @@ LEDGER_TO_SEND_LISTS = (
 
 
 def _dbt_build(env: dict[str, str], select: tuple[str, ...]) -> None:
-    args = [str(DBT), "build", "--vars", f"{{as_of: '{AS_OF}', analytics_holdout_share: 0}}", "--indirect-selection", "buildable"]
+    args = [
+        str(DBT),
+        "build",
+        "--vars",
+        f"{{as_of: '{AS_OF}', analytics_holdout_share: 0}}",
+        "--indirect-selection",
+        "buildable",
+    ]
     args += ["--select", *select]
     started = time.monotonic()
     result = subprocess.run(args, cwd=DBT_PROJECT, env=env, capture_output=True, text=True)

@@ -14,11 +14,12 @@ last_transitions as (
         to_stage,
         transitioned_at
     from {{ ref('fct_lead_stage_transitions') }} as transitions
-    where transition_seq = (
-        select max(later.transition_seq)
-        from {{ ref('fct_lead_stage_transitions') }} as later
-        where later.lead_id = transitions.lead_id and later.product_id = transitions.product_id
-    )
+    where
+        transition_seq = (
+            select max(later.transition_seq)
+            from {{ ref('fct_lead_stage_transitions') }} as later
+            where later.lead_id = transitions.lead_id and later.product_id = transitions.product_id
+        )
 )
 
 select
