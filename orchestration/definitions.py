@@ -294,6 +294,14 @@ def make_delivery_asset(workflow: str):
 
 delivery_assets = [make_delivery_asset(workflow) for workflow in nurture_workflows()]
 
+# Written by the delivery assets (activation/delivery.py), read back by dbt for caps and reconciliation; it is
+# not a dbt or dlt output, so it is declared here to carry its description in the UI.
+delivery_ledger_spec = AssetSpec(
+    key=AssetKey(["activation", "delivery_ledger"]),
+    group_name="activation",
+    description="The delivery ledger: one row per message handed over, pending → sent / failed (written by activation).",
+)
+
 
 @asset_check(
     asset=SEND_LIST_KEY,
@@ -449,7 +457,14 @@ hourly_pipeline_schedule = ScheduleDefinition(
 )
 
 defs = Definitions(
-    assets=[crm_assets, landing_event_assets, dbt_models, *delivery_assets, analytics_report],
+    assets=[
+        crm_assets,
+        landing_event_assets,
+        dbt_models,
+        *delivery_assets,
+        analytics_report,
+        delivery_ledger_spec,
+    ],
     asset_checks=[send_list_has_no_suppressed_leads],
     jobs=[pipeline_job, ingest_job, transform_job, activate_job, report_job],
     schedules=[hourly_pipeline_schedule, daily_report_schedule],
