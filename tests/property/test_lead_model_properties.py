@@ -242,6 +242,16 @@ def examples(config) -> st.SearchStrategy[Example]:
 _COLLECTED: dict[int, list[Example]] = {}  # the examples are drawn once per session (derandomized anyway)
 
 
+def sql_crossing_example() -> Example:
+    """A fixed example on top of the drawn ones: one busy day of atlas engagement that crosses both
+    thresholds within one signal chain, so the stage checks always see `score_reached_sql` (the derandomized
+    draws depend on the seeds and need not reach it)."""
+    day = (WINDOW_DAYS - 1) * 1440 + 600
+    kinds = ["demo_requested", "trial_started"] + ["pricing_page_viewed"] * 2 + ["feature_used"] * 5
+    events = tuple(EventSpec("atlas", kind, day + offset, 0) for offset, kind in enumerate(kinds))
+    return Example((LeadSpec(None, 0, events, ()),), "atlas", ())
+
+
 def collect_examples(config, count: int = MAX_EXAMPLES) -> list[Example]:
     if count in _COLLECTED:
         return _COLLECTED[count]
@@ -577,7 +587,7 @@ def built(tmp_path_factory) -> Built:
     config = _config()
     dormant_after_days = float(read_dbt_var("dormant_after_days"))
     started = time.monotonic()
-    batch = collect_examples(config)
+    batch = [*collect_examples(config), sql_crossing_example()]
     rows, expected, owner = {}, {}, {}
     for n, example in enumerate(batch):
         for variant in VARIANTS:

@@ -570,18 +570,25 @@ def test_property_4_multichannel_delivery(tmp_path: Path) -> None:
         seen = _RecordingSet()
         sink.seen_keys = seen
         transport = FaultingTransport(sink, owner, faults)
+        # time moves forward through every due time: activation holds a message whose local send window
+        # closed (quiet hours began) for the next build, so one late `now` would deliver nothing
+        times = sorted({_utc(r["due_at"]) for r in rows.values() if r.get("due_at") is not None}) or [NOW]
         transport.phase = "phase1"
-        while True:  # crash-resume: run again until a run completes
-            try:
-                deliver_send_list(
-                    url, SEND_LIST, transport, from_email="p4@example.com", batch_size=1, now=NOW
-                )
-                break
-            except SimulatedCrash:
-                crashes += 1
-                assert crashes < 500
+        for moment in times:
+            while True:  # crash-resume: run again until a run completes
+                try:
+                    deliver_send_list(
+                        url, SEND_LIST, transport, from_email="p4@example.com", batch_size=1, now=moment
+                    )
+                    break
+                except SimulatedCrash:
+                    crashes += 1
+                    assert crashes < 500
         transport.phase = "phase2"
-        deliver_send_list(url, SEND_LIST, transport, from_email="p4@example.com", batch_size=1, now=NOW)
+        for moment in times:
+            deliver_send_list(
+                url, SEND_LIST, transport, from_email="p4@example.com", batch_size=1, now=moment
+            )
     delivered_at = time.monotonic()
 
     ledger = {r["idempotency_key"]: r for r in _rows("duckdb", location, f"select * from {LEDGER_TABLE_SQL}")}

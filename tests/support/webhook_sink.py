@@ -52,9 +52,6 @@ class WebhookSink:
                 with sink.lock:
                     sink.accepted.append(body)
                 if fault and fault[0] == "drop":
-                    # processed, then the answer is lost: the keys count as seen (n8n would dedupe them)
-                    with sink.lock:
-                        sink.seen_keys.update(m.get("idempotency_key") for m in body.get("messages", []))
                     self.close_connection = True
                     self.connection.close()
                     return None

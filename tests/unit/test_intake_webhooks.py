@@ -538,5 +538,11 @@ def test_openapi_lists_every_endpoint(client) -> None:
         "/leads/{lead_id}/events",
         "/leads/{lead_id}/stage",
         "/health",
+        "/metrics/summary",
+        "/metrics/funnel",
+        "/metrics/time-to-conversion",
+        "/metrics/attribution",
+        "/metrics/messages",
+        "/metrics/holdout",
     }
     assert set(paths["/webhooks/whatsapp"]) == {"get", "post"}
