@@ -17,6 +17,7 @@
     unique_key=['lead_id', 'product_id'],
     on_schema_change='fail',
     post_hook="delete from {{ this }} where inputs_fingerprint is null",
+    indexes=[{'columns': ['lead_id', 'product_id', 'signal_index']}],
 ) }}
 
 {%- set columns = [

@@ -98,7 +98,9 @@ applicable_rules as (
             end
 ),
 
-class_moves as (
+-- materialized: PostgreSQL would otherwise inline this lookup into the recursive step and recompute
+-- its window once per frontier row
+class_moves as materialized (
     select
         signal_class,
         from_stage,
@@ -136,15 +138,18 @@ walk as (
         case when class_moves.to_stage is not null then walk.stage end as from_stage,
         class_moves.rule_id,
         class_moves.trigger
+    -- the table itself, not the `signals` CTE: PostgreSQL then looks each frontier row up by index
+    -- (lead_id, product_id, signal_index) instead of scanning every signal at every step; the frontier
+    -- only holds pairs being rebuilt, so the join still only reaches their signals
     from walk
-    inner join signals
+    inner join {{ ref('int_lead_stage_signals') }} as walk_signals
         on
-            walk.lead_id = signals.lead_id
-            and walk.product_id = signals.product_id
-            and walk.signal_index = signals.signal_index
+            walk.lead_id = walk_signals.lead_id
+            and walk.product_id = walk_signals.product_id
+            and walk.signal_index = walk_signals.signal_index
     left join class_moves
         on
-            signals.signal_class = class_moves.signal_class
+            walk_signals.signal_class = class_moves.signal_class
             and walk.stage = class_moves.from_stage
             and walk.chain_step < {{ max_moves_per_signal }}
     where class_moves.to_stage is not null or walk.signal_index < walk.signal_count
