@@ -10,8 +10,8 @@ is written in four variants into one set of raw tables:
   - `plus`:  `base` plus positive-point events appended after each lead's last event (scores must not
              drop: Property 5). Appended, because per the spec an added *earlier* event can lower a score:
              it takes a non-repeatable or daily-capped slot from a later, less decayed event.
-ONE `dbt build` with `as_of` pinned then serves Properties 2, 3, 5 and 9, each checked per example against
-tests/support/lead_reference.py. Property 7 loads the `base` rows of every example in three batches (each
+ONE `dbt build` per warehouse (DuckDB and PostgreSQL) with `as_of` pinned then serves Properties 2, 3, 5 and
+9, each checked per example against tests/support/lead_reference.py. Property 7 loads the `base` rows of every example in three batches (each
 row's batch is drawn with the example) with an incremental build after each, then compares every mart with
 a `--full-refresh` of the same data, on DuckDB and on PostgreSQL.
 """
@@ -580,9 +580,13 @@ def reference_for(config, rows: Rows, dormant_after_days: float) -> ref.Result:
     )
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Built:
+@pytest.fixture(scope="module", params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def built(request, tmp_path_factory) -> Built:
+    """The 100 drawn examples (+ a fixed one) in four variants, built once per warehouse."""
     import time
+
+    kind = request.param
+    from tests.conftest import create_database
 
     config = _config()
     dormant_after_days = float(read_dbt_var("dormant_after_days"))
@@ -597,9 +601,13 @@ def built(tmp_path_factory) -> Built:
             for lead_id, index in r.lead_index.items():
                 owner[lead_id] = (n, variant, index)
     timings = {"generate+reference": time.monotonic() - started}
-    work = tmp_path_factory.mktemp("lead-props")
-    location = str(work / "warehouse.duckdb")
-    url = warehouse_url("duckdb", location)
+    work = tmp_path_factory.mktemp(f"lead-props-{kind}")
+    location = (
+        str(work / "warehouse.duckdb")
+        if kind == "duckdb"
+        else create_database(request.getfixturevalue("postgres_server_url"))
+    )
+    url = warehouse_url(kind, location)
     started = time.monotonic()
     create_raw_tables(url)
     tables: dict[tuple[str, str], list[tuple]] = defaultdict(list)
@@ -608,8 +616,8 @@ def built(tmp_path_factory) -> Built:
             tables[key].extend(table_rows)
     insert_raw(url, tables)
     timings["load raw"] = time.monotonic() - started
-    timings["dbt build"] = run_dbt(MODELS_ONLY, dbt_env("duckdb", location, work), work)
-    marts = read_marts("duckdb", location)
+    timings["dbt build"] = run_dbt(MODELS_ONLY, dbt_env(kind, location, work), work)
+    marts = read_marts(kind, location)
     return Built(config, batch, rows, expected, group_marts(marts, owner), owner, timings)
 
 
