@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(BIN)/leadflow run
 
 test: $(STAMP)
-	$(BIN)/pytest -p no:cacheprovider --durations=25 tests
+	$(BIN)/pytest -p no:cacheprovider -n auto --dist loadfile --durations=25 tests
 
 ui: $(STAMP)
 	$(BIN)/leadflow ui
