@@ -1,9 +1,7 @@
-# NOT COLLECTED (file name): Property 4 passes alone (63 s, twice) but failed inside the full `make test`
-# session on 2026-11-26 (order-dependent; cause not found in time). Rename back to test_*.py once fixed (issue 4).
 """Property 4, multi-channel delivery: what reaches the receiver respects consent, caps and quiet hours,
 goes out on exactly one channel, and no idempotency key is ever delivered twice.
 
-A dbt build costs 20-40 s, so the examples are batched: hypothesis draws 100 examples first, each owning a
+A dbt build costs 20-40 s, so the examples are batched: hypothesis draws 200 examples first, each owning a
 namespace of leads (`p4-ex{N}-l{K}`: emails, phones, CRM ids, event ids) with random consent evidence
 (SendGrid unsubscribe / spam report / hard and soft bounce / `dropped` for an unsubscribed address, WhatsApp
 START / STOP / plain messages, CRM opt-out), channel addresses present or missing (an email, an own or a
@@ -14,10 +12,11 @@ lead-model fixtures of raw_fixtures.py), ONE `dbt build` of the send lists runs 
 `analytics_holdout_share: 0` (tests/warehouse/test_send_lists.py's helpers), then activation delivers
 `send_list_messages` to a WebhookSink:
 
-- phase 1: `deliver_send_list` is run until a run finishes without a simulated crash (a crash = the process
-  dies after the receiver took a batch and before the ledger recorded the answer: the key stays `pending`);
-- phase 2: `deliver_send_list` runs once more (the retry / next scheduled run), re-delivering whatever is
-  pending or failed.
+- phase 1: at each distinct due time in turn (`now` = that time), `deliver_send_list` is run until a run
+  finishes without a simulated crash (a crash = the process dies after the receiver took a batch and before
+  the ledger recorded the answer: the key stays `pending`);
+- phase 2: `deliver_send_list` runs once more at each due time (the retry / next scheduled run),
+  re-delivering whatever is pending or failed.
 
 Delivery uses batches of one message, so each hand-over belongs to one example: before each hand-over the
 next entry of that example's fault sequence is applied to the sink (request faults: 500, 429, dropped
@@ -32,6 +31,11 @@ sends; (c) is due outside local quiet hours and not before as_of; (d) goes out o
 accepted route (routes[0] = the send list's channel = the ledger's channel_used); (e) is first-accepted
 exactly once, handed over again never after the ledger recorded it sent, and is the only message of its
 (lead, product, workflow, step). The ledger holds `sent` for exactly the keys whose answer came back.
+
+Nothing depends on the process or the clock: the examples are drawn with a fixed seed and without
+Hypothesis' constants from loaded modules (_no_local_constants), dbt gets `as_of`, and every delivery run
+gets `now`, so the same examples, send list and hand-overs come out alone, in `make test` and at any hour,
+on DuckDB and PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -39,20 +43,27 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
+import sys
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 from zoneinfo import ZoneInfo, available_timezones
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
+from hypothesis.internal.conjecture.providers import HypothesisProvider
 
 from activation.delivery import LEDGER_DDL, LEDGER_SCHEMA, DeliveryError, deliver_send_list
 from activation.transports import WebhookTransport
 from orchestration.lead_config import read_dbt_var
+from tests.conftest import create_database
 from tests.support.webhook_sink import WebhookSink
 from tests.warehouse.raw_fixtures import (
     AS_OF,
@@ -68,13 +79,20 @@ from tests.warehouse.test_send_lists import (
     SEND_LISTS,
     _connect,
     _dbt_env,
-    _insert,
     _rows,
     md5,
 )
 
 REPO = Path(__file__).resolve().parents[2]
-MAX_EXAMPLES = 100
+# 200, not the spec's minimum of 100: the sufficiency floor at the end wants >= 50 delivered messages, and
+# about 0.8 of the send list is delivered. 100 examples give 61 send-list rows for SEED, but 22-107 rows
+# (median 63, 5th percentile 39) across seeds 0-199, so a Hypothesis release or a strategy edit that changes
+# the draw would fail the floor about half the time. 200 examples give 120 rows (20 weekly-cap decisions)
+# for SEED and 80-197 rows (5th percentile 100, weekly-cap decisions 2-49) across seeds 0-47. Rows counted
+# by a reference that derives the send decisions from the drawn examples (it matched dbt's build exactly);
+# the example count hardly changes the time of the one dbt build.
+MAX_EXAMPLES = 200
+SEED = 0
 AS_OF_DT = datetime.fromisoformat(AS_OF.replace("Z", "+00:00"))
 # well after every due_at (the latest is the next 08:00 local after as_of), so everything due is sent
 NOW = AS_OF_DT + timedelta(days=2)
@@ -179,27 +197,61 @@ _examples = st.builds(
     faults=st.lists(_fault, max_size=8),
 )
 
-_COLLECTED: list[Example] = []
+
+@contextmanager
+def _no_local_constants() -> Iterator[None]:
+    """Hypothesis without its constants from local source code, so a draw depends on the seed alone.
+
+    Hypothesis (6.170 here) lets a draw return, with a 5 % chance, a literal found in the source of any
+    *local, non-test* module in sys.modules (HypothesisProvider._maybe_draw_constant, fed by
+    providers._get_local_constants). A fixed seed does not fix that pool, so the examples depended on
+    which of leadflow's modules the pytest session had imported by then: the same seed gave 84 send-list
+    rows (59 delivered) alone and 48 (44 delivered) after `pytest tests` had collected every test module,
+    and the sufficiency floor failed in the full session only. Without the pool the draw is a function of
+    SEED, the example count, this file's strategies and the Hypothesis version. If Hypothesis renames the
+    hook, patch.object fails here, loudly.
+    """
+    with patch.object(HypothesisProvider, "_maybe_draw_constant", lambda self, *args, **kwargs: None):
+        yield
 
 
-def collect_examples() -> list[Example]:
-    if _COLLECTED:
-        return _COLLECTED
+def draw_examples(count: int = MAX_EXAMPLES) -> list[Example]:
+    """The examples, fresh (not materialized): the same list in any process (see _no_local_constants)."""
+    drawn: list[Example] = []
 
+    # a fixed seed (derandomize would hash this function's source: any edit here would change the draw)
+    @seed(SEED)
     @settings(
-        max_examples=MAX_EXAMPLES,
+        max_examples=count,
         deadline=None,
         database=None,
-        derandomize=True,
+        # pinned, so no settings profile can change what is drawn
+        phases=[Phase.generate],
+        backend="hypothesis",
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(_examples)
     def collect(example: Example) -> None:
-        _COLLECTED.append(example)
+        drawn.append(example)
 
-    collect()
-    for number, example in enumerate(_COLLECTED):
-        _materialize(example, number)
+    with _no_local_constants():
+        collect()
+    return drawn
+
+
+def examples_fingerprint(examples: list[Example]) -> str:
+    return md5(repr([(example.leads, example.faults) for example in examples]))
+
+
+_COLLECTED: list[Example] = []
+
+
+def collect_examples() -> list[Example]:
+    """The examples, drawn and materialized once per process (both warehouses use the same ones)."""
+    if not _COLLECTED:
+        _COLLECTED.extend(draw_examples())
+        for number, example in enumerate(_COLLECTED):
+            _materialize(example, number)
     return _COLLECTED
 
 
@@ -391,7 +443,19 @@ def example_rows(example: Example) -> tuple[list[tuple], list[tuple], list[tuple
     return contacts, events, ledger
 
 
-def write_raw(location: str, examples: list[Example]) -> None:
+def _insert_many(conn: Any, target: str, table: str, names: list[str], rows: list[tuple]) -> None:
+    """Multi-row inserts: DuckDB's executemany costs ~10 ms a row here (20 s for the ~1,900 rows)."""
+    mark = "(" + ", ".join(["?" if target == "duckdb" else "%s"] * len(names)) + ")"
+    cur = conn.cursor()
+    for start in range(0, len(rows), 200):
+        chunk = rows[start : start + 200]
+        cur.execute(
+            f"insert into {table} ({', '.join(names)}) values {', '.join([mark] * len(chunk))}",
+            [value for row in chunk for value in row],
+        )
+
+
+def write_raw(target: str, location: str, examples: list[Example]) -> None:
     create_raw_tables(location)
     contacts, events, ledger = [], [], []
     for example in examples:
@@ -400,11 +464,13 @@ def write_raw(location: str, examples: list[Example]) -> None:
         events += e
         ledger += lg
     events = [(*e, f"{e[1]}/p4.jsonl", i + 1) for i, e in enumerate(events)]
-    conn = _connect("duckdb", location)
+    conn = _connect(target, location)
     try:
         cur = conn.cursor()
-        _insert(conn, "duckdb", "raw_crm.contacts", CONTACT_COLUMNS + DLT_COLUMNS, contacts)
-        _insert(conn, "duckdb", "raw_events.events", EVENT_COLUMNS, events)
+        _insert_many(
+            conn, target, "raw_crm.contacts", [n for n, _ in CONTACT_COLUMNS + DLT_COLUMNS], contacts
+        )
+        _insert_many(conn, target, "raw_events.events", [n for n, _ in EVENT_COLUMNS], events)
         cur.execute(f"create schema if not exists {LEDGER_SCHEMA}")
         cur.execute(LEDGER_DDL)
         names = [
@@ -420,7 +486,7 @@ def write_raw(location: str, examples: list[Example]) -> None:
             "created_at",
             "updated_at",
         ]
-        _insert(conn, "duckdb", f"{LEDGER_SCHEMA}.delivery_ledger", [(n, "") for n in names], ledger)
+        _insert_many(conn, target, f"{LEDGER_SCHEMA}.delivery_ledger", names, ledger)
         conn.commit()
     finally:
         conn.close()
@@ -481,6 +547,9 @@ class HandOver:
 
 class FaultingTransport:
     """Batches of one: applies the owning example's next fault to the sink, then hands over."""
+
+    # one hand-over at a time: the faults go into the one shared sink just before each hand-over
+    concurrency = 1
 
     def __init__(self, sink: WebhookSink, owner: dict[str, int], faults: dict[int, deque[Fault]]):
         self.sink = sink
@@ -543,20 +612,25 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def test_property_4_multichannel_delivery(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_property_4_multichannel_delivery(
+    target: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     started = time.monotonic()
     examples = collect_examples()
-    location = str(tmp_path / "warehouse.duckdb")
-    write_raw(location, examples)
-    print(f"property 4: examples and raw rows {time.monotonic() - started:.1f}s")
-    dbt_build(_dbt_env("duckdb", location, tmp_path))
+    if target == "duckdb":
+        location = str(tmp_path / "warehouse.duckdb")
+        url = "duckdb:///" + location
+    else:
+        location = url = create_database(request.getfixturevalue("postgres_server_url"), prefix="p4")
+    write_raw(target, location, examples)
+    print(f"property 4 ({target}): examples and raw rows {time.monotonic() - started:.1f}s")
+    dbt_build(_dbt_env(target, location, tmp_path))
     built = time.monotonic()
 
-    rows = {
-        r["idempotency_key"]: r for r in _rows("duckdb", location, f"select * from analytics.{SEND_LIST}")
-    }
+    rows = {r["idempotency_key"]: r for r in _rows(target, location, f"select * from analytics.{SEND_LIST}")}
     decisions = _rows(
-        "duckdb",
+        target,
         location,
         "select lead_id, product_id, step, decision, due_at from analytics.int_message_candidates_budgeted",
     )
@@ -566,7 +640,6 @@ def test_property_4_multichannel_delivery(tmp_path: Path) -> None:
     }
     faults = {ex.number: deque(ex.faults) for ex in examples}
 
-    url = "duckdb:///" + location
     crashes = 0
     with WebhookSink() as sink:
         seen = _RecordingSet()
@@ -593,10 +666,10 @@ def test_property_4_multichannel_delivery(tmp_path: Path) -> None:
             )
     delivered_at = time.monotonic()
 
-    ledger = {r["idempotency_key"]: r for r in _rows("duckdb", location, f"select * from {LEDGER_TABLE_SQL}")}
+    ledger = {r["idempotency_key"]: r for r in _rows(target, location, f"select * from {LEDGER_TABLE_SQL}")}
     ledger_counts = Counter(
         r["idempotency_key"]
-        for r in _rows("duckdb", location, f"select idempotency_key from {LEDGER_TABLE_SQL}")
+        for r in _rows(target, location, f"select idempotency_key from {LEDGER_TABLE_SQL}")
     )
     first = Counter(seen.first_acceptances)
     problems: list[str] = []
@@ -746,6 +819,15 @@ def test_property_4_multichannel_delivery(tmp_path: Path) -> None:
                 if r["lead_id"] == decision["lead_id"]
             ]
             sent_days += [_local(AS_OF_DT - timedelta(minutes=m), zone).date() for m in lead.prior_sent]
+            if decision["decision"] == "daily_cap":
+                # the day is ranked first: a message ranked ahead holds the day's slot even when the weekly cap
+                # then stops it (only messages within the daily cap compete for the week), e.g. atlas
+                # weekly-capped after 3 earlier sends that week, beacon daily-capped behind it
+                sent_days += [
+                    _local(_utc(d["due_at"]), zone).date()
+                    for d in decisions
+                    if d["lead_id"] == decision["lead_id"] and d["decision"] == "weekly_cap"
+                ]
             used = (
                 sum(d == day for d in sent_days)
                 if decision["decision"] == "daily_cap"
@@ -763,15 +845,33 @@ def test_property_4_multichannel_delivery(tmp_path: Path) -> None:
 
     finished = time.monotonic()
     print(
-        f"property 4: {len(examples)} examples, {stats['listed']} listed, {stats['delivered']} delivered "
+        f"property 4 ({target}): {len(examples)} examples, {stats['listed']} listed, {stats['delivered']} delivered "
         f"({stats['failover']} on a failover route), decisions "
         f"{ {k: v for k, v in stats.items() if k not in ('listed', 'delivered', 'failover')} }, "
         f"{crashes} crashes resumed, {len(transport.log)} hand-overs; "
         f"build {built - started:.1f}s, delivery {delivered_at - built:.1f}s, checks {finished - delivered_at:.1f}s"
     )
     assert not problems, f"{len(problems)} violations:\n" + "\n".join(problems[:60])
-    # not vacuous
+    # not vacuous (what the draw yields: see MAX_EXAMPLES; SEED gives 120 listed, 110 delivered, 43 failovers)
     assert stats["delivered"] >= 50 and stats["failover"] >= 5 and crashes >= 1, stats
+
+
+def test_property_4_examples_do_not_depend_on_the_modules_loaded() -> None:
+    """The draw is the same in a process that has imported more of leadflow (as a full session has).
+
+    Guards _no_local_constants: before it, the same seed drew other examples depending on which
+    local modules pytest had imported, and the sufficiency floor failed in the full session only.
+    """
+    code = (
+        "import ingestion.demo_crm.generator, orchestration.settings\n"
+        "from tests.property.test_multichannel_delivery import draw_examples, examples_fingerprint\n"
+        "print(examples_fingerprint(draw_examples(30)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == examples_fingerprint(draw_examples(30))
 
 
 LEDGER_TABLE_SQL = f"{LEDGER_SCHEMA}.delivery_ledger"
