@@ -5,6 +5,7 @@ graph. Runs execute in-process: the embedded DuckDB warehouse allows a single wr
 """
 
 import csv
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -176,7 +177,12 @@ def landing_event_assets(context: AssetExecutionContext, dlt: DagsterDltResource
 # ---------------------------------------------------------------- transform (dbt)
 
 dbt_project = DbtProject(
-    project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target=settings.warehouse.dbt_target
+    project_dir=DBT_PROJECT_DIR,
+    profiles_dir=DBT_PROJECT_DIR,
+    target=settings.warehouse.dbt_target,
+    # dbt's own DBT_TARGET_PATH moves its artifacts (manifest, partial parse) out of dbt_project/target;
+    # Dagster must then read the manifest from the same place
+    target_path=Path(os.environ.get("DBT_TARGET_PATH") or "target"),
 )
 dbt_project.prepare_if_dev()
 

@@ -19,6 +19,27 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+_OWN_DBT_TARGET = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give each test process (each pytest-xdist worker) its own dbt artifacts directory.
+
+    `leadflow run` and the Dagster definitions parse dbt into the target path; two workers writing
+    dbt_project/target at once could hand one of them a half-written manifest. DBT_TARGET_PATH is dbt's
+    own setting and orchestration/definitions.py reads the manifest from it. A path set by the caller wins.
+    """
+    if not os.environ.get("DBT_TARGET_PATH"):
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        os.environ["DBT_TARGET_PATH"] = tempfile.mkdtemp(prefix=f"leadflow-dbt-target-{worker}-")
+        config.stash[_OWN_DBT_TARGET] = os.environ["DBT_TARGET_PATH"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = config.stash.get(_OWN_DBT_TARGET, None)
+    if own:
+        shutil.rmtree(own, ignore_errors=True)
+        os.environ.pop("DBT_TARGET_PATH", None)
 
 
 def _free_port() -> int:

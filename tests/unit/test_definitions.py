@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 from dagster import AssetKey
+
+
+@pytest.fixture(scope="module", autouse=True)
+def dbt_manifest() -> None:
+    """The definitions read dbt's manifest: write it the way every `leadflow` command does first."""
+    from orchestration.cli import _parse_dbt_project
+    from orchestration.settings import Settings
+
+    _parse_dbt_project(Settings.from_env())
 
 
 def test_every_asset_has_a_one_line_description_and_a_group():
