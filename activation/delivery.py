@@ -10,10 +10,11 @@ never handed over again.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -98,11 +99,17 @@ def ensure_ledger(warehouse: Warehouse) -> None:
     warehouse.execute(LEDGER_DDL)
 
 
-def read_send_list(warehouse: Warehouse, send_list: str, schema: str = "analytics") -> list[dict[str, Any]]:
-    """All rows of a send list, in a deterministic order."""
+def read_send_list(
+    warehouse: Warehouse, send_list: str, schema: str = "analytics", workflow: str | None = None
+) -> list[dict[str, Any]]:
+    """All rows of a send list (of one workflow, when given), in a deterministic order."""
     if not warehouse.table_exists(schema, send_list):
         raise DeliveryError(
             f"send list {schema}.{send_list} does not exist: build it first with `leadflow transform`"
+        )
+    if workflow is not None:  # filtered in SQL: one delivery asset per workflow reads only its own rows
+        return warehouse.query(
+            f"select * from {schema}.{send_list} where workflow = ? order by idempotency_key", [workflow]
         )
     return warehouse.query(f"select * from {schema}.{send_list} order by idempotency_key")
 
@@ -134,12 +141,6 @@ def batch_id_for(send_list: str, keys: Sequence[str]) -> str:
     return f"{send_list}-{digest[:16]}"
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
 @dataclass
 class DeliveryPlan:
     """What a run would do now: the messages due (rendered or quarantined) and what is skipped and why."""
@@ -163,16 +164,16 @@ def plan_delivery(
     workflow: str | None = None,
     schema: str = "analytics",
     now: datetime | None = None,
+    render: bool = True,
 ) -> DeliveryPlan:
     """Diff the send list against the ledger and render what is due; writes nothing.
 
     A row is due when its `due_at` (if the send list has one) has passed and the ledger has not recorded it as
-    sent (or as failed `MAX_ATTEMPTS` times).
+    sent (or as failed `MAX_ATTEMPTS` times). With `render=False` only `due_rows` is filled: delivery renders
+    batch by batch, so it never holds every rendered message at once.
     """
     moment = now or datetime.now(UTC)
-    rows = read_send_list(warehouse, send_list, schema)
-    if workflow is not None:
-        rows = [r for r in rows if r.get("workflow") == workflow]
+    rows = read_send_list(warehouse, send_list, schema, workflow)
     statuses = (
         ledger_statuses(warehouse, (r["idempotency_key"] for r in rows))
         if warehouse.table_exists(LEDGER_SCHEMA, "delivery_ledger")
@@ -190,6 +191,8 @@ def plan_delivery(
             plan.not_yet_due += 1
         else:
             plan.due_rows.append(row)
+    if not render:
+        return plan
     for row in plan.due_rows:
         try:
             plan.messages.append(
@@ -260,8 +263,13 @@ def deliver_send_list(
             workflow=workflow,
             schema=schema,
             now=now,
+            render=False,
         )
-        _deliver(warehouse, summary, plan, send_list, transport, batch_size, now)
+
+        def render(row: dict[str, Any]) -> dict[str, Any]:
+            return render_message(row, from_email=from_email, unsubscribe_group_id=unsubscribe_group_id)
+
+        _deliver(warehouse, summary, plan, send_list, transport, batch_size, now, render)
     summary.duration_seconds = round(time.monotonic() - started, 3)
     return summary
 
@@ -296,6 +304,44 @@ def delivery_lock(warehouse_url: str, send_list: str, timeout: float = 600.0) ->
         lock_connection.close()
 
 
+def _rendered_batches(
+    rows: Sequence[dict[str, Any]],
+    batch_size: int,
+    render: Callable[[dict[str, Any]], dict[str, Any]],
+    quarantined: list[tuple[dict[str, Any], str]],
+) -> Iterator[list[dict[str, Any]]]:
+    """Render due rows lazily into batches of `batch_size` messages; a row that fails goes to `quarantined`."""
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        try:
+            batch.append(render(row))
+        except RenderError as error:
+            quarantined.append((row, str(error)))
+            continue
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _quarantine(
+    warehouse: Warehouse,
+    summary: DeliverySummary,
+    send_list: str,
+    quarantined: list[tuple[dict[str, Any], str]],
+    now: datetime | None,
+) -> None:
+    """Record messages that did not render (one ledger write for the lot); log the first five."""
+    if not quarantined:
+        return
+    _record(warehouse, send_list, [(r, "quarantined", None, err) for r, err in quarantined], now)
+    for row, err in quarantined[: max(0, 5 - summary.quarantined)]:
+        log.warning("quarantined message %s: %s", row["idempotency_key"], err)
+    summary.quarantined += len(quarantined)
+    quarantined.clear()
+
+
 def _deliver(
     warehouse: Warehouse,
     summary: DeliverySummary,
@@ -304,38 +350,28 @@ def _deliver(
     transport: Transport,
     batch_size: int,
     now: datetime | None,
+    render: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> None:
+    """Render, record and hand over batch by batch, with up to `transport.concurrency` batches in flight.
+
+    Every batch is recorded `pending` (committed) before it leaves and its outcome after its answer, all on
+    this thread (the warehouse connection is not shared); only `transport.send` runs on the pool. The next
+    batch renders while the previous one is on the wire, and at most `concurrency` batches are pending at
+    once, so a crash leaves at most that many batches to re-send with the same keys.
+    """
     summary.candidates = plan.candidates
     summary.already_sent = plan.already_sent
     summary.given_up = plan.given_up
     summary.not_yet_due = plan.not_yet_due
-    messages, quarantined, due = plan.messages, plan.quarantined, plan.due_rows
-    if quarantined:
-        _record(warehouse, send_list, [(r, "quarantined", None, err) for r, err in quarantined], now)
-        summary.quarantined = len(quarantined)
-        for row, err in quarantined[:5]:
-            log.warning("quarantined message %s: %s", row["idempotency_key"], err)
-        if len(quarantined) > 5:
-            log.warning(
-                "... and %d more quarantined (see status 'quarantined' in %s)",
-                len(quarantined) - 5,
-                LEDGER_TABLE,
-            )
+    by_key = {r["idempotency_key"]: r for r in plan.due_rows}
+    concurrency = max(1, int(getattr(transport, "concurrency", 1) or 1))
+    quarantined: list[tuple[dict[str, Any], str]] = []
+    in_flight: deque[tuple[str, list[str], Future]] = deque()
 
-    by_key = {r["idempotency_key"]: r for r in due}
-    for start in range(0, len(messages), batch_size):
-        batch = messages[start : start + batch_size]
-        keys = [m["idempotency_key"] for m in batch]
-        batch_id = batch_id_for(send_list, keys)
-        _record(warehouse, send_list, [(by_key[k], "pending", batch_id, None) for k in keys], now)
-        body = {
-            "batch_id": batch_id,
-            "send_list": send_list,
-            "message_count": len(batch),
-            "messages": batch,
-        }
+    def finish_oldest() -> None:
+        batch_id, keys, sending = in_flight.popleft()
         try:
-            answer = transport.send(batch_id, json.loads(json.dumps(body, default=_json_default)))
+            answer = sending.result()
         except DeliveryError as error:
             _record(
                 warehouse,
@@ -343,11 +379,11 @@ def _deliver(
                 [(by_key[k], "failed", batch_id, str(error), None, None, True) for k in keys],
                 now,
             )
-            summary.failed += len(batch)
+            summary.failed += len(keys)
             summary.failed_batches += 1
             summary.errors.append(f"batch {batch_id}: {error}")
             log.error("batch %s failed: %s", batch_id, error)
-            continue
+            return
         outcomes = message_outcomes(keys, answer)
         entries = [
             (by_key[k], status, batch_id, reason, channel, provider_id, status != "failed")
@@ -364,7 +400,32 @@ def _deliver(
             else:
                 summary.unconfirmed += 1
         summary.batches += 1
-        log.info("handed over batch %s (%d messages) to %s", batch_id, len(batch), transport.destination)
+        log.info("handed over batch %s (%d messages) to %s", batch_id, len(keys), transport.destination)
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="leadflow-delivery") as pool:
+        for batch in _rendered_batches(plan.due_rows, batch_size, render, quarantined):
+            keys = [m["idempotency_key"] for m in batch]
+            batch_id = batch_id_for(send_list, keys)
+            body = {
+                "batch_id": batch_id,
+                "send_list": send_list,
+                "message_count": len(batch),
+                "messages": batch,
+            }
+            while len(in_flight) >= concurrency:
+                finish_oldest()
+            _quarantine(warehouse, summary, send_list, quarantined, now)
+            _record(warehouse, send_list, [(by_key[k], "pending", batch_id, None) for k in keys], now)
+            in_flight.append((batch_id, keys, pool.submit(transport.send, batch_id, body)))
+        while in_flight:
+            finish_oldest()
+    _quarantine(warehouse, summary, send_list, quarantined, now)
+    if summary.quarantined > 5:
+        log.warning(
+            "... and %d more quarantined (see status 'quarantined' in %s)",
+            summary.quarantined - 5,
+            LEDGER_TABLE,
+        )
 
 
 def message_outcomes(

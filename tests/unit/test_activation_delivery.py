@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
+from collections import Counter
 
 import pytest
 from jinja2 import DictLoader, Environment, StrictUndefined
@@ -346,3 +349,109 @@ def test_a_message_whose_send_window_closed_waits_for_the_next_build(warehouse_u
     )
     assert (summary.sent, summary.not_yet_due) == (2, 2)
     assert {r["lead_id"] for r in ledger(warehouse_url).values()} == {"lead2", "lead3"}
+
+
+class _CountingWebhook(WebhookTransport):
+    """A webhook transport that records how many sends overlap (each send held ~20 ms longer)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def send(self, batch_id, body):
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(0.02)
+            return super().send(batch_id, body)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def test_concurrent_batches_hand_every_key_over_exactly_once_through_faults(warehouse_url, monkeypatch):
+    keys = make_send_list(warehouse_url, 100)
+    ledger_threads = set()
+    real_record = delivery_module._record
+
+    def record_on_caller_thread(*args, **kwargs):
+        ledger_threads.add(threading.current_thread().name)
+        return real_record(*args, **kwargs)
+
+    monkeypatch.setattr(delivery_module, "_record", record_on_caller_thread)
+    waits = []
+    with WebhookSink() as sink:
+        sink.pass_next(1)
+        sink.fail_next(500, times=2)
+        sink.fail_next(429, retry_after=3)
+        sink.fail_next(503)
+        sink.drop_next()  # accepted, answer lost: that batch reaches the receiver twice
+        transport = _CountingWebhook(
+            sink.url,
+            sink.token,
+            concurrency=4,
+            backoff_seconds=0.01,
+            max_backoff_seconds=60,
+            sleep=waits.append,
+        )
+        summary = deliver_send_list(
+            warehouse_url, "send_list_nurture", transport, from_email=FROM, batch_size=7
+        )
+        assert (summary.sent, summary.failed, summary.batches, summary.failed_batches) == (100, 0, 15, 0)
+        assert transport.most_in_flight > 1  # batches really overlapped ...
+        assert transport.most_in_flight <= 4  # ... never more than the setting
+        assert 3.0 in waits  # the 429's Retry-After was honoured
+
+        handed = Counter(sink.accepted_keys())
+        twice = {k for k, n in handed.items() if n == 2}
+        assert sorted(handed) == keys and set(handed.values()) <= {1, 2}
+        assert len(twice) == 7  # only the dropped batch's keys came twice, answered `duplicate` the 2nd time
+        assert sink.seen_keys == set(keys)
+
+        again = deliver_send_list(
+            warehouse_url, "send_list_nurture", transport, from_email=FROM, batch_size=7
+        )
+        assert (again.sent, again.already_sent, again.batches) == (0, 100, 0)
+        assert Counter(sink.accepted_keys()) == handed  # the second run handed nothing over
+        transport.close()
+    assert ledger_threads == {threading.current_thread().name}  # the ledger is written on one thread
+    rows = ledger(warehouse_url)
+    assert sorted(rows) == keys and {r["status"] for r in rows.values()} == {"sent"}
+
+
+def test_crash_with_batches_in_flight_leaves_at_most_concurrency_batches_pending(warehouse_url, monkeypatch):
+    keys = make_send_list(warehouse_url, 100)
+    real_record = delivery_module._record
+    recorded_sent = []
+
+    def crash_on_second_sent(warehouse, send_list, entries, now):
+        if entries and entries[0][1] == "sent":
+            if recorded_sent:
+                raise KeyboardInterrupt("simulated crash after hand-over, before recording sent")
+            recorded_sent.append(len(entries))
+        return real_record(warehouse, send_list, entries, now)
+
+    monkeypatch.setattr(delivery_module, "_record", crash_on_second_sent)
+    with WebhookSink() as sink:
+        transport = webhook(sink, concurrency=3)
+        with pytest.raises(KeyboardInterrupt):
+            deliver_send_list(warehouse_url, "send_list_nurture", transport, from_email=FROM, batch_size=10)
+        after_crash = ledger(warehouse_url)
+        pending = {k for k, r in after_crash.items() if r["status"] == "pending"}
+        assert sum(r["status"] == "sent" for r in after_crash.values()) == 10
+        assert 10 <= len(pending) <= 30  # at most 3 batches were in flight when it stopped
+        assert set(sink.accepted_keys()) >= pending  # they had left (the pool finishes what it started)
+        monkeypatch.setattr(delivery_module, "_record", real_record)
+        summary = deliver_send_list(
+            warehouse_url, "send_list_nurture", transport, from_email=FROM, batch_size=10
+        )
+        assert summary.sent == 90 and summary.already_sent == 10
+        handed = Counter(sink.accepted_keys())
+        assert sorted(handed) == keys
+        # only the keys left pending went twice (same keys; the receiver answered them `duplicate`)
+        assert {k for k, n in handed.items() if n == 2} == pending and max(handed.values()) == 2
+    rows = ledger(warehouse_url)
+    assert sorted(rows) == keys and {r["status"] for r in rows.values()} == {"sent"}
