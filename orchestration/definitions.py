@@ -220,7 +220,11 @@ def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, config: DbtB
 
 def make_transport(target_settings: Settings):
     if target_settings.n8n_webhook_url:
-        return WebhookTransport(target_settings.n8n_webhook_url, target_settings.n8n_webhook_token or "")
+        return WebhookTransport(
+            target_settings.n8n_webhook_url,
+            target_settings.n8n_webhook_token or "",
+            concurrency=target_settings.delivery_concurrency,
+        )
     return OutboxTransport(target_settings.outbox_dir)
 
 

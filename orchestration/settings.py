@@ -12,6 +12,11 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlparse
 
 CRM_KINDS = ("demo", "hubspot", "sql")
+# batches in flight to the n8n webhook at once. 1 by default: n8n 1.123's Remove Duplicates node loses keys
+# recorded by concurrent executions (5 of 60 with 4 in flight, tests/e2e/test_n8n_delivery.py), and that node
+# is what drops a re-sent key after a crash or a lost answer. Above 16 one n8n instance only queues them.
+DEFAULT_DELIVERY_CONCURRENCY = 1
+MAX_DELIVERY_CONCURRENCY = 16
 DEMO_HUBSPOT_TOKEN = "demo-token"  # the bundled demo CRM's bearer token; not a secret
 
 
@@ -125,6 +130,7 @@ class Settings:
     freshness_min_interval_seconds: int = 30
     report_cron: str = "0 6 * * *"
     sendgrid_unsubscribe_group_id: int | None = None
+    delivery_concurrency: int = DEFAULT_DELIVERY_CONCURRENCY
 
     @property
     def landing_dir(self) -> Path:
@@ -218,6 +224,20 @@ class Settings:
                 f"SENDGRID_UNSUBSCRIBE_GROUP_ID={raw_group!r} must be the numeric id of a SendGrid unsubscribe "
                 "group (Marketing → Unsubscribe Groups)"
             ) from error
+        raw_concurrency = (
+            env.get("LEADFLOW_DELIVERY_CONCURRENCY") or str(DEFAULT_DELIVERY_CONCURRENCY)
+        ).strip()
+        try:
+            delivery_concurrency = int(raw_concurrency)
+            if not 1 <= delivery_concurrency <= MAX_DELIVERY_CONCURRENCY:
+                raise ValueError
+        except ValueError as error:
+            raise SettingsError(
+                f"LEADFLOW_DELIVERY_CONCURRENCY={raw_concurrency!r} must be a whole number from 1 to "
+                f"{MAX_DELIVERY_CONCURRENCY}: the number of batches in flight to the n8n webhook at once "
+                f"(unset it for the default, {DEFAULT_DELIVERY_CONCURRENCY}: more than 1 only for a receiver whose "
+                "duplicate guard holds under concurrent requests)"
+            ) from error
         return cls(
             home=home,
             warehouse=warehouse,
@@ -232,6 +252,7 @@ class Settings:
             freshness_min_interval_seconds=min_interval,
             report_cron=report_cron,
             sendgrid_unsubscribe_group_id=unsubscribe_group,
+            delivery_concurrency=delivery_concurrency,
         )
 
     def export_dbt_env(self) -> None:

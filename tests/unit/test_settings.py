@@ -21,6 +21,7 @@ def test_defaults_are_the_embedded_warehouse_and_demo_crm(tmp_path, monkeypatch)
     assert settings.warehouse.duckdb_path == tmp_path / ".leadflow" / "warehouse.duckdb"
     assert settings.crm == "demo"
     assert settings.n8n_webhook_url is None
+    assert settings.delivery_concurrency == 1
     assert settings.warehouse.dbt_env() == {
         "LEADFLOW_DBT_TARGET": "duckdb",
         "LEADFLOW_DUCKDB_PATH": str(tmp_path / ".leadflow" / "warehouse.duckdb"),
@@ -58,6 +59,9 @@ def test_postgres_url_is_parsed_for_dbt_and_redacted_for_printing():
         ({"LEADFLOW_CRM": "sql"}, ["CRM_DATABASE_URL"]),
         ({"N8N_WEBHOOK_URL": "localhost:5678"}, ["N8N_WEBHOOK_URL", "http"]),
         ({"N8N_WEBHOOK_URL": "http://localhost:5678/webhook/x"}, ["N8N_WEBHOOK_TOKEN"]),
+        ({"LEADFLOW_DELIVERY_CONCURRENCY": "many"}, ["LEADFLOW_DELIVERY_CONCURRENCY", "1 to 16"]),
+        ({"LEADFLOW_DELIVERY_CONCURRENCY": "0"}, ["LEADFLOW_DELIVERY_CONCURRENCY", "1 to 16"]),
+        ({"LEADFLOW_DELIVERY_CONCURRENCY": "64"}, ["LEADFLOW_DELIVERY_CONCURRENCY", "1 to 16"]),
         (
             {"HUBSPOT_BASE_URL": "api.hubapi.com", "LEADFLOW_CRM": "hubspot", "HUBSPOT_ACCESS_TOKEN": "t"},
             ["HUBSPOT_BASE_URL"],
