@@ -82,7 +82,9 @@ class _DealContacts:
 
     def __call__(self, deal_id: str) -> list[str]:
         try:
-            load_id = dlt.current.load_package()["load_id"]
+            # load_package_state, not load_package: dlt 1.x has no dlt.current.load_package, and the
+            # AttributeError made every deal re-read the whole link table (quadratic: 4k deals took 13 min)
+            load_id = dlt.current.load_package_state()["load_id"]
         except Exception:  # outside a pipeline run (e.g. iterating the source in a test)
             load_id = None
         if load_id is None or load_id != self._load_id:

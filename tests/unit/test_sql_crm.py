@@ -98,3 +98,27 @@ def test_postgres_session_is_read_only(postgres_url):
     with pytest.raises(sa.exc.DBAPIError, match="read-only"), engine.begin() as connection:
         connection.execute(sa.text("UPDATE contacts SET jobtitle = 'x'"))
     engine.dispose()
+
+
+def test_deal_links_are_read_once_per_extraction(duckdb_crm, tmp_path, monkeypatch):
+    # Reading the link table per deal made extraction quadratic (4k deals took 13 minutes).
+    from ingestion.sql_crm import source as source_module
+
+    url, crm = duckdb_crm
+    reads = []
+    real_metadata = source_module.crm_metadata
+
+    def counting_metadata(schema=None):
+        reads.append(schema)
+        return real_metadata(schema)
+
+    pipeline = dlt.pipeline(
+        pipeline_name=f"links_{uuid.uuid4().hex[:8]}",
+        pipelines_dir=str(tmp_path / "dlt"),
+        destination=dlt.destinations.duckdb(str(tmp_path / "raw.duckdb")),
+    )
+    source = sql_crm_source(url)
+    monkeypatch.setattr(source_module, "crm_metadata", counting_metadata)
+    pipeline.extract(source)
+    assert len(crm.deals) > 1
+    assert len(reads) == 1, f"the deal_contacts table was read {len(reads)} times for {len(crm.deals)} deals"
