@@ -4,6 +4,10 @@ A step runs in a forked child process so its memory is its own: the parent sampl
 the child's whole process tree (dbt, dlt workers, servers it starts) every 20 ms with psutil and keeps
 the peak. The child sends its return value back through a pipe; an exception in the child is re-raised
 in the parent with the child's traceback text.
+
+A step made of stages that must share one process (a dlt pipeline's extract, normalize and load) calls
+`lap(name)` in the child at the end of each stage: the parent then records that stage's seconds and
+peak tree RSS since the previous lap (`Measured.laps`), on the same 20 ms samples.
 """
 
 from __future__ import annotations
@@ -22,12 +26,22 @@ SAMPLE_SECONDS = 0.02
 
 
 @dataclass
+class Lap:
+    """One stage of a measured step: from the previous lap (or the fork) to the child's `lap(name)`."""
+
+    name: str
+    seconds: float
+    peak_rss_bytes: int
+
+
+@dataclass
 class Measured:
     """One run of one step."""
 
     seconds: float
     peak_rss_bytes: int
     value: Any = None
+    laps: list[Lap] = field(default_factory=list)
 
 
 @dataclass
@@ -63,7 +77,18 @@ def _tree_rss(process: psutil.Process) -> int:
     return total
 
 
+_lap_connection = None
+
+
+def lap(name: str) -> None:
+    """In a measured step: end the stage `name` here (no-op outside `measure`)."""
+    if _lap_connection is not None:
+        _lap_connection.send(("lap", name))
+
+
 def _child(connection, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    global _lap_connection
+    _lap_connection = connection
     try:
         connection.send(("ok", fn(*args, **kwargs)))
     except BaseException as error:  # noqa: BLE001 - everything goes back to the parent
@@ -87,13 +112,22 @@ def measure(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Measured:
     watched = psutil.Process(child.pid)
     peak = 0
     answer = None
+    laps: list[Lap] = []
+    lap_started, lap_peak = started, 0
     while answer is None:
-        peak = max(peak, _tree_rss(watched))
+        rss = _tree_rss(watched)
+        peak, lap_peak = max(peak, rss), max(lap_peak, rss)
         if receive.poll(SAMPLE_SECONDS):
             try:
-                answer = receive.recv()
+                message = receive.recv()
             except EOFError:
-                answer = ("error", f"step process exited with code {child.exitcode} without an answer")
+                message = ("error", f"step process exited with code {child.exitcode} without an answer")
+            if message[0] == "lap":
+                now, rss = time.perf_counter(), _tree_rss(watched)
+                laps.append(Lap(message[1], now - lap_started, max(lap_peak, rss)))
+                peak, lap_started, lap_peak = max(peak, rss), now, rss
+                continue
+            answer = message
         elif not child.is_alive() and not receive.poll(0):
             child.join()
             answer = ("error", f"step process exited with code {child.exitcode} without an answer")
@@ -102,7 +136,7 @@ def measure(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Measured:
     status, value = answer
     if status == "error":
         raise RuntimeError(f"benchmark step failed in its process:\n{value}")
-    return Measured(seconds=seconds, peak_rss_bytes=peak, value=value)
+    return Measured(seconds=seconds, peak_rss_bytes=peak, value=value, laps=laps)
 
 
 def repeat(
