@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 N8N_CACHE ?= $(HOME)/.cache/leadflow/n8n
 
-.PHONY: install run test ui lint format bench clean n8n test-n8n
+.PHONY: install run test ui lint format bench bench-s clean n8n test-n8n
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ n8n:
 
 test-n8n: $(STAMP) n8n
 	$(BIN)/pytest -p no:cacheprovider tests/e2e/test_n8n_delivery.py
+
+# benchmarks (bench/README.md): M carries the issue's targets and must finish within 30 minutes on 2 cores;
+# S is the small full run (the suite's smoke run is XS: tests/bench/test_bench_smoke.py). Results: bench/results/<size>.md and .json. L: `$(BIN)/python -m bench --size L`.
+bench: $(STAMP)
+	$(BIN)/python -m bench --size M
+
+bench-s: $(STAMP)
+	$(BIN)/python -m bench --size S
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
