@@ -118,7 +118,7 @@ def run_leadflow(ctx) -> None:
         rows=workload.raw_rows,
         prepare=fresh,
     )
-    steps = step_seconds(work / "home" / "leadflow-run.log")
+    steps = step_seconds(work / "home")
     if steps:
         slowest = sorted(steps.items(), key=lambda item: -item[1])[:6]
         measurement.notes.append(
