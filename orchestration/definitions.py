@@ -52,6 +52,7 @@ from dagster_dlt.translator import DltResourceTranslatorData
 from activation.delivery import deliver_send_list
 from activation.transports import OutboxTransport, WebhookTransport
 from activation.warehouse import connect
+from ingestion.load_formats import crm_loader_file_format
 from orchestration.runs import post_alert, write_last_run
 from orchestration.settings import DEMO_HUBSPOT_TOKEN, Settings
 
@@ -148,7 +149,11 @@ events_pipeline = make_pipeline("leadflow_events", "raw_events")
 def crm_assets(context: AssetExecutionContext, dlt: DagsterDltResource):
     """CRM contacts, companies and deals copied read-only into raw_crm."""
     with running_crm_source(settings) as source:
-        yield from dlt.run(context=context, dlt_source=source)
+        yield from dlt.run(
+            context=context,
+            dlt_source=source,
+            loader_file_format=crm_loader_file_format(settings.warehouse.kind),
+        )
 
 
 def _events_source():

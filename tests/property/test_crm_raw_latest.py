@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from ingestion.demo_crm import DemoCrmServer, generate_crm
 from ingestion.hubspot import hubspot_source
 from ingestion.hubspot.schema import COLUMNS, to_row
+from ingestion.load_formats import crm_loader_file_format
 
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 
@@ -43,12 +44,19 @@ def test_raw_tables_hold_latest_state_once(seed, n_contacts, page_size, between)
         destination=dlt.destinations.duckdb(os.path.join(workdir, "wh.duckdb")),
         dataset_name="raw_crm",
     )
+    file_format = crm_loader_file_format("duckdb")  # what leadflow loads DuckDB with
     with DemoCrmServer(crm) as server:
-        pipeline.run(hubspot_source(server.base_url, "demo-token", page_size=page_size, backoff_base=0))
+        pipeline.run(
+            hubspot_source(server.base_url, "demo-token", page_size=page_size, backoff_base=0),
+            loader_file_format=file_format,
+        )
         for mutations in between:
             for object_type, action, count in mutations:
                 getattr(server, f"{action}_records")(object_type, count=count)
-            pipeline.run(hubspot_source(server.base_url, "demo-token", page_size=page_size, backoff_base=0))
+            pipeline.run(
+                hubspot_source(server.base_url, "demo-token", page_size=page_size, backoff_base=0),
+                loader_file_format=file_format,
+            )
         store = server.store
 
         with pipeline.sql_client() as client:
