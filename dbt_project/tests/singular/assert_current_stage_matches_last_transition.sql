@@ -8,18 +8,24 @@ stages as (
 ),
 
 last_transitions as (
+    -- a window, not a correlated max(): PostgreSQL re-scanned the table for every row (quadratic)
     select
         lead_id,
         product_id,
         to_stage,
         transitioned_at
-    from {{ ref('fct_lead_stage_transitions') }} as transitions
-    where
-        transition_seq = (
-            select max(later.transition_seq)
-            from {{ ref('fct_lead_stage_transitions') }} as later
-            where later.lead_id = transitions.lead_id and later.product_id = transitions.product_id
-        )
+    from (
+        select
+            lead_id,
+            product_id,
+            to_stage,
+            transitioned_at,
+            row_number() over (
+                partition by lead_id, product_id order by transition_seq desc
+            ) as recency
+        from {{ ref('fct_lead_stage_transitions') }}
+    ) as ranked
+    where recency = 1
 )
 
 select
