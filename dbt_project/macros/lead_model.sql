@@ -149,3 +149,38 @@
 
 {% macro duckdb__refresh_statistics(relation) -%}
 {%- endmacro %}
+
+
+{#
+    The instant this build started (dbt's run_started_at), the same in every model of one build:
+    incremental models stamp the rows they write with it, and a downstream model takes the upstream
+    rows stamped after the newest stamp it holds itself.
+#}
+{% macro build_started_at() -%}
+    cast('{{ run_started_at.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00") }}' as timestamp with time zone)
+{%- endmacro %}
+
+
+{#
+    Inside a GROUP BY: the non-null `value` of the group's latest row by `order_columns` (all
+    descending, the first one deciding), or null. An aggregate, so the identities of 100k leads
+    need no sort of their 2M events on DuckDB; PostgreSQL sorts inside each group.
+#}
+{% macro latest_value(value, order_columns) -%}
+    {{ return(adapter.dispatch('latest_value', 'leadflow')(value, order_columns)) }}
+{%- endmacro %}
+
+{% macro default__latest_value(value, order_columns) -%}
+    (array_agg({{ value }} order by {{ order_columns | join(' desc, ') }} desc)
+        filter (where {{ value }} is not null))[1]
+{%- endmacro %}
+
+{% macro duckdb__latest_value(value, order_columns) -%}
+    arg_max({{ value }}, row({{ order_columns | join(', ') }})) filter (where {{ value }} is not null)
+{%- endmacro %}
+
+
+{# An ISO 8601 instant as a timestamp with time zone literal. #}
+{% macro timestamp_literal(iso_text) -%}
+    cast('{{ iso_text }}' as timestamp with time zone)
+{%- endmacro %}

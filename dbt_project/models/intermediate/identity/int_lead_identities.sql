@@ -14,8 +14,7 @@
     one lead, and merged_identity_keys lists all identities of the lead.
 #}
 
--- a table: read by several models of one build (and by every incremental model's change detection),
--- so it is computed once per build instead of once per reader
+-- a table: read by several models of one build, computed once per build from the persisted events
 {{ config(materialized='table') }}
 
 with
@@ -25,13 +24,8 @@ contacts as (
 ),
 
 -- events after as_of do not exist yet for the lead model (LEAD_MODEL.md, Time)
-product_events as (
-    select * from {{ ref('stg_events__product_events') }}
-    where occurred_at <= {{ leadflow.as_of() }}
-),
-
-all_events as (
-    select * from {{ ref('stg_events__events') }}
+events as (
+    select * from {{ ref('int_events_landed') }}
     where occurred_at <= {{ leadflow.as_of() }}
 ),
 
@@ -48,126 +42,58 @@ crm_identities as (
     from contacts
 ),
 
-product_events_identified as (
-    select
-        event_id,
-        occurred_at,
-        email,
-        phone_e164,
-        {{ leadflow.product_identity_key('user_id', 'email', 'phone_e164') }} as identity_key,
-        case
-            when user_id is not null then 'user_id'
-            when email is not null then 'email'
-            when phone_e164 is not null then 'phone'
-        end as identity_type,
-        coalesce(user_id, email, phone_e164) as source_id
-    from product_events
-),
-
-product_user_emails as (
-    select
-        identity_key,
-        email,
-        row_number() over (
-            partition by identity_key order by occurred_at desc, event_id desc
-        ) as recency_rank
-    from product_events_identified
-    where identity_key is not null and email is not null
-),
-
-product_user_phones as (
-    select
-        identity_key,
-        phone_e164,
-        row_number() over (
-            partition by identity_key order by occurred_at desc, event_id desc
-        ) as recency_rank
-    from product_events_identified
-    where identity_key is not null and phone_e164 is not null
-),
-
-product_users as (
-    select
-        identity_key,
-        identity_type,
-        source_id,
-        min(occurred_at) as first_seen_at,
-        max(occurred_at) as last_seen_at
-    from product_events_identified
-    where identity_key is not null
-    group by identity_key, identity_type, source_id
-),
-
+-- a product user: the account (user_id) when the product sent one, else the address on the event;
+-- it takes its latest email / phone seen on any of its events (aggregates, not a sort of all events)
 product_identities as (
     select
-        product_users.identity_key,
+        own_identity_key as identity_key,
         'product_user' as identity_source,
-        product_users.identity_type,
-        product_users.source_id,
-        product_user_emails.email,
-        product_user_phones.phone_e164,
-        product_users.first_seen_at,
-        product_users.last_seen_at
-    from product_users
-    left join product_user_emails
-        on
-            product_users.identity_key = product_user_emails.identity_key
-            and product_user_emails.recency_rank = 1
-    left join product_user_phones
-        on
-            product_users.identity_key = product_user_phones.identity_key
-            and product_user_phones.recency_rank = 1
+        min(case
+            when user_id is not null then 'user_id'
+            when email is not null then 'email'
+            else 'phone'
+        end) as identity_type,
+        min(coalesce(user_id, email, phone_e164)) as source_id,
+        {{ leadflow.latest_value('email', ['occurred_at', 'event_id']) }} as email,
+        {{ leadflow.latest_value('phone_e164', ['occurred_at', 'event_id']) }} as phone_e164,
+        min(occurred_at) as first_seen_at,
+        max(occurred_at) as last_seen_at
+    from events
+    where stream = 'product_events' and own_identity_key is not null
+    group by own_identity_key
 ),
 
 manual_lead_events as (
     select
-        event_id,
         occurred_at,
+        event_id,
         email,
         phone_e164,
         case
             when email is not null then 'manual_email:' || email
-            when phone_e164 is not null then 'manual_phone:' || phone_e164
+            else 'manual_phone:' || phone_e164
         end as identity_key,
         case when email is not null then 'email' else 'phone' end as identity_type,
         coalesce(email, phone_e164) as source_id
-    from all_events
+    from events
     where
         event_type = 'lead_upserted'
         and (stream = 'manual' or event_source = 'manual')
         and coalesce(email, phone_e164) is not null
 ),
 
-manual_lead_phones as (
-    select
-        identity_key,
-        phone_e164,
-        row_number() over (
-            partition by identity_key order by occurred_at desc, event_id desc
-        ) as recency_rank
-    from manual_lead_events
-    where phone_e164 is not null
-),
-
 manual_identities as (
     select
-        manual_lead_events.identity_key,
+        identity_key,
         'manual_lead' as identity_source,
-        manual_lead_events.identity_type,
-        manual_lead_events.source_id,
-        max(manual_lead_events.email) as email,
-        max(manual_lead_phones.phone_e164) as phone_e164,
-        min(manual_lead_events.occurred_at) as first_seen_at,
-        max(manual_lead_events.occurred_at) as last_seen_at
+        identity_type,
+        source_id,
+        max(email) as email,
+        {{ leadflow.latest_value('phone_e164', ['occurred_at', 'event_id']) }} as phone_e164,
+        min(occurred_at) as first_seen_at,
+        max(occurred_at) as last_seen_at
     from manual_lead_events
-    left join manual_lead_phones
-        on
-            manual_lead_events.identity_key = manual_lead_phones.identity_key
-            and manual_lead_phones.recency_rank = 1
-    group by
-        manual_lead_events.identity_key,
-        manual_lead_events.identity_type,
-        manual_lead_events.source_id
+    group by identity_key, identity_type, source_id
 ),
 
 identities as (
