@@ -44,7 +44,6 @@ final as (
         events.product_id as event_product_id,
         events.event_type,
         events.occurred_at,
-        cast((events.occurred_at at time zone 'UTC') as date) as occurred_on,
         events.stream,
         events.event_source,
         events.feature_name,
