@@ -4,8 +4,8 @@
     occurred_at: the lead model reads events from here instead of normalizing every raw row again.
 
     Incremental: takes only the landing lines it has not taken yet (a new event id, or a later line of
-    a known one) and stamps the rows it writes with the build's start (landed_at), which is how
-    int_events_attributed finds them. raw_events.events is insert-only (dlt), so lines never vanish;
+    a known one, which replaces the event: is_replacement) and stamps the rows it writes with the
+    build's start (landed_at), which is how int_lead_identities and int_events_attributed find them. raw_events.events is insert-only (dlt), so lines never vanish;
     after deleting raw events, run with --full-refresh.
 #}
 
@@ -23,7 +23,13 @@ lines as (
 ),
 
 new_lines as (
-    select lines.*
+    select
+        lines.*,
+        {%- if is_incremental() %}
+            landed.event_id is not null as is_replacement
+        {%- else %}
+            false as is_replacement
+        {%- endif %}
     from lines
     {%- if is_incremental() %}
         left join {{ this }} as landed
@@ -62,15 +68,12 @@ final as (
         case
             when stream = 'product_events'
                 then {{ leadflow.product_identity_key('user_id', 'email', 'phone_e164') }}
-            when event_type = 'lead_upserted' and (stream = 'manual' or event_source = 'manual')
-                then
-                    case
-                        when email is not null then 'manual_email:' || email
-                        when phone_e164 is not null then 'manual_phone:' || phone_e164
-                    end
+            when {{ leadflow.is_manual_lead_event() }}
+                then {{ leadflow.manual_identity_key('email', 'phone_e164') }}
         end as own_identity_key,
         landing_file,
         line_number,
+        is_replacement,
         {{ leadflow.build_started_at() }} as landed_at
     from ranked
     where load_rank = 1
