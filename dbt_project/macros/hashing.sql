@@ -41,3 +41,20 @@
 {% macro lead_id_from_key(lead_key) -%}
     {{ leadflow.md5_hex(lead_key) }}
 {%- endmacro %}
+
+
+{#
+    A 64-bit integer hash of a text, for order-free digests (sum over a group's rows): only ever
+    compared with a digest computed by the same warehouse, never with Python.
+#}
+{% macro text_hash64(expression) -%}
+    {{ return(adapter.dispatch('text_hash64', 'leadflow')(expression)) }}
+{%- endmacro %}
+
+{% macro default__text_hash64(expression) -%}
+    hashtextextended({{ expression }}, 0)
+{%- endmacro %}
+
+{% macro duckdb__text_hash64(expression) -%}
+    hash({{ expression }})
+{%- endmacro %}

@@ -84,9 +84,11 @@
     The (lead, product) pairs an incremental model must (re)build, as a SELECT of lead_id, product_id:
     every pair on a full build; on an incremental build only pairs whose inputs fingerprint differs
     from the one stored on the model's rows, plus pairs the model holds that no longer have inputs.
-    `fingerprints` is a relation/CTE with lead_id, product_id and `fingerprint_column`.
+    `fingerprints` is a relation/CTE with lead_id, product_id and `fingerprint_column`; `stored_rows`
+    optionally narrows the model's rows read for their fingerprint to a subset that still holds
+    every stored pair (e.g. each pair's first signal), so the comparison reads fewer rows.
 #}
-{% macro lead_pairs_to_rebuild(fingerprints, fingerprint_column) -%}
+{% macro lead_pairs_to_rebuild(fingerprints, fingerprint_column, stored_rows=none) -%}
     {%- if is_incremental() %}
         select
             coalesce(current_pairs.lead_id, stored_pairs.lead_id) as lead_id,
@@ -98,6 +100,9 @@
                 product_id,
                 min(inputs_fingerprint) as inputs_fingerprint
             from {{ this }}
+            {%- if stored_rows %}
+                where {{ stored_rows }}
+            {%- endif %}
             group by lead_id, product_id
         ) as stored_pairs
             on
@@ -114,9 +119,9 @@
 
 
 {#
-    On an incremental build, one placeholder row per rebuilt pair (every other column null): the
-    delete+insert on (lead_id, product_id) then clears pairs that now have no rows at all, and the
-    model's post-hook deletes the placeholders. `columns` lists the model's columns in order.
+    On an incremental build, one placeholder row per rebuilt pair (every other column null, so its
+    inputs_fingerprint is null): the `replace_by_key` strategy then clears pairs that now have no
+    rows at all. `columns` lists the model's columns in order.
 #}
 {% macro lead_pair_placeholders(pairs, columns) -%}
     {%- if is_incremental() %}
@@ -128,6 +133,35 @@
             {%- endfor %}
         from {{ pairs }}
     {%- endif %}
+{%- endmacro %}
+
+
+{#
+    Incremental strategy `replace_by_key` (config incremental_strategy='replace_by_key', unique_key
+    a list of columns, e.g. ['lead_id', 'product_id']): every stored row whose key the build returned
+    rows for is deleted, then the build's rows are inserted except placeholders: rows whose
+    `placeholder_marker` column (config meta, default inputs_fingerprint) is null only name a key to
+    clear.
+    Unlike delete+insert it matches each stored row against the distinct keys (a semi-join), not
+    against every new row of its key, and needs no clean-up pass afterwards.
+#}
+{% macro get_incremental_replace_by_key_sql(arg_dict) -%}
+    {%- set columns = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
+    {%- set marker = (config.get('meta') or {}).get('placeholder_marker', 'inputs_fingerprint') -%}
+    delete from {{ arg_dict['target_relation'] }} as stored
+    where exists (
+        select 1
+        from {{ arg_dict['temp_relation'] }} as rebuilt
+        where
+            {%- for key in arg_dict['unique_key'] %}
+            rebuilt.{{ key }} = stored.{{ key }}{{ ' and' if not loop.last }}
+            {%- endfor %}
+    );
+
+    insert into {{ arg_dict['target_relation'] }} ({{ columns }})
+    select {{ columns }}
+    from {{ arg_dict['temp_relation'] }}
+    where {{ marker }} is not null
 {%- endmacro %}
 
 
@@ -148,4 +182,67 @@
 {%- endmacro %}
 
 {% macro duckdb__refresh_statistics(relation) -%}
+{%- endmacro %}
+
+
+{#
+    The instant this build started (dbt's run_started_at), the same in every model of one build:
+    incremental models stamp the rows they write with it, and a downstream model takes the upstream
+    rows stamped after the newest stamp it holds itself.
+#}
+{% macro build_started_at() -%}
+    cast('{{ run_started_at.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00") }}' as timestamp with time zone)
+{%- endmacro %}
+
+
+{#
+    Inside a GROUP BY: the non-null `value` of the group's latest row by `order_columns` (all
+    descending, the first one deciding), or null. An aggregate, so the identities of 100k leads
+    need no sort of their 2M events on DuckDB; PostgreSQL sorts inside each group.
+#}
+{% macro latest_value(value, order_columns) -%}
+    {{ return(adapter.dispatch('latest_value', 'leadflow')(value, order_columns)) }}
+{%- endmacro %}
+
+{% macro default__latest_value(value, order_columns) -%}
+    (array_agg({{ value }} order by {{ order_columns | join(' desc, ') }} desc)
+        filter (where {{ value }} is not null))[1]
+{%- endmacro %}
+
+{% macro duckdb__latest_value(value, order_columns) -%}
+    arg_max({{ value }}, row({{ order_columns | join(', ') }})) filter (where {{ value }} is not null)
+{%- endmacro %}
+
+
+{# An ISO 8601 instant as a timestamp with time zone literal. #}
+{% macro timestamp_literal(iso_text) -%}
+    cast('{{ iso_text }}' as timestamp with time zone)
+{%- endmacro %}
+
+
+{#
+    What the stage walk's recursive step (fct_lead_stage_transitions) joins each frontier row to:
+    on PostgreSQL the signals table, read through its (lead_id, product_id, signal_index) index one
+    row per frontier row; on DuckDB, which hash-joins and has no use for the index, the CTE holding
+    only the rebuilt pairs' signals (the table would be scanned whole at every step).
+#}
+{% macro stage_walk_signals(table_relation, rebuilt_signals_cte) -%}
+    {{ return(adapter.dispatch('stage_walk_signals', 'leadflow')(table_relation, rebuilt_signals_cte)) }}
+{%- endmacro %}
+
+{% macro default__stage_walk_signals(table_relation, rebuilt_signals_cte) -%}
+    {{ table_relation }}
+{%- endmacro %}
+
+{% macro duckdb__stage_walk_signals(table_relation, rebuilt_signals_cte) -%}
+    {{ rebuilt_signals_cte }}
+{%- endmacro %}
+
+
+{#
+    `indexes` config for PostgreSQL only: there the stage walk looks signals up by index, while
+    DuckDB hash-joins and would only pay to maintain an ART index on every delete and insert.
+#}
+{% macro postgres_only(indexes) -%}
+    {{ return(indexes if target.type == 'postgres' else []) }}
 {%- endmacro %}

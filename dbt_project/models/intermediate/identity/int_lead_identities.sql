@@ -12,11 +12,22 @@
 
     Every merge is visible: identities_in_lead > 1, merge_reason says which shared value made them
     one lead, and merged_identity_keys lists all identities of the lead.
+
+    Incremental: recomputes the identities touched since this model's last build (events landed
+    since, or newly inside as_of; identities with events after an earlier as_of; CRM contacts that
+    are new, changed or gone), then rewrites every identity of each lead they belong to now or
+    belonged to (the `replace_by_key` strategy on lead_key), so the per-lead merge columns stay right.
+    identified_at stamps the rows a build wrote. A replaced event (a later landing line of a known id)
+    recomputes every identity: its old version's identity is not known any more.
 #}
 
--- a table: read by several models of one build (and by every incremental model's change detection),
--- so it is computed once per build instead of once per reader
-{{ config(materialized='table') }}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='replace_by_key',
+    unique_key=['lead_key'],
+    meta={'placeholder_marker': 'identity_key'},
+    on_schema_change='fail',
+) }}
 
 with
 
@@ -24,15 +35,8 @@ contacts as (
     select * from {{ ref('stg_crm__contacts') }}
 ),
 
--- events after as_of do not exist yet for the lead model (LEAD_MODEL.md, Time)
-product_events as (
-    select * from {{ ref('stg_events__product_events') }}
-    where occurred_at <= {{ leadflow.as_of() }}
-),
-
-all_events as (
-    select * from {{ ref('stg_events__events') }}
-    where occurred_at <= {{ leadflow.as_of() }}
+landed as (
+    select * from {{ ref('int_events_landed') }}
 ),
 
 crm_identities as (
@@ -48,130 +52,142 @@ crm_identities as (
     from contacts
 ),
 
-product_events_identified as (
+{% if is_incremental() -%}
+held as (
     select
-        event_id,
-        occurred_at,
-        email,
-        phone_e164,
-        {{ leadflow.product_identity_key('user_id', 'email', 'phone_e164') }} as identity_key,
-        case
-            when user_id is not null then 'user_id'
-            when email is not null then 'email'
-            when phone_e164 is not null then 'phone'
-        end as identity_type,
-        coalesce(user_id, email, phone_e164) as source_id
-    from product_events
+        coalesce(max(identified_at), {{ leadflow.timestamp_literal('1900-01-01T00:00:00+00:00') }})
+            as identified_until,
+        coalesce(
+            max(case when identity_source <> 'crm_contact' then last_seen_at end),
+            {{ leadflow.timestamp_literal('1900-01-01T00:00:00+00:00') }}
+        ) as newest_event_at
+    from {{ this }}
 ),
 
-product_user_emails as (
-    select
-        identity_key,
-        email,
-        row_number() over (
-            partition by identity_key order by occurred_at desc, event_id desc
-        ) as recency_rank
-    from product_events_identified
-    where identity_key is not null and email is not null
+-- events that may have changed an identity since this model's last build: landed since, or newly
+-- inside as_of (later than any event held); after a replaced event, every event
+changed_events as (
+    select landed.*
+    from landed
+    where
+        landed.occurred_at <= {{ leadflow.as_of() }}
+        and (
+            landed.landed_at > (select held.identified_until from held)
+            or landed.occurred_at > (select held.newest_event_at from held)
+            or exists (
+                select 1
+                from landed as replaced
+                where
+                    replaced.is_replacement
+                    and replaced.landed_at > (select held.identified_until from held)
+            )
+        )
 ),
 
-product_user_phones as (
-    select
-        identity_key,
-        phone_e164,
-        row_number() over (
-            partition by identity_key order by occurred_at desc, event_id desc
-        ) as recency_rank
-    from product_events_identified
-    where identity_key is not null and phone_e164 is not null
+stored_crm_identities as (
+    select * from {{ this }}
+    where identity_source = 'crm_contact'
 ),
 
-product_users as (
-    select
-        identity_key,
-        identity_type,
-        source_id,
-        min(occurred_at) as first_seen_at,
-        max(occurred_at) as last_seen_at
-    from product_events_identified
-    where identity_key is not null
-    group by identity_key, identity_type, source_id
+touched_keys as (
+    select {{ leadflow.product_identity_key('user_id', 'email', 'phone_e164') }} as identity_key
+    from changed_events
+    where stream = 'product_events'
+    union
+    select {{ leadflow.manual_identity_key('email', 'phone_e164') }} as identity_key
+    from changed_events
+    where {{ leadflow.is_manual_lead_event() }}
+    union
+    -- as_of moved back: identities that held events now after it
+    select identity_key
+    from {{ this }}
+    where identity_source <> 'crm_contact' and last_seen_at > {{ leadflow.as_of() }}
+    union
+    -- CRM contacts that are new, changed or gone
+    select coalesce(crm_identities.identity_key, stored_crm_identities.identity_key) as identity_key
+    from crm_identities
+    full outer join stored_crm_identities
+        on crm_identities.identity_key = stored_crm_identities.identity_key
+    where
+        crm_identities.identity_key is null
+        or stored_crm_identities.identity_key is null
+        or crm_identities.email is distinct from stored_crm_identities.email
+        or crm_identities.phone_e164 is distinct from stored_crm_identities.phone_e164
+        or crm_identities.first_seen_at is distinct from stored_crm_identities.first_seen_at
+        or crm_identities.last_seen_at is distinct from stored_crm_identities.last_seen_at
 ),
+{%- endif %}
 
-product_identities as (
-    select
-        product_users.identity_key,
-        'product_user' as identity_source,
-        product_users.identity_type,
-        product_users.source_id,
-        product_user_emails.email,
-        product_user_phones.phone_e164,
-        product_users.first_seen_at,
-        product_users.last_seen_at
-    from product_users
-    left join product_user_emails
-        on
-            product_users.identity_key = product_user_emails.identity_key
-            and product_user_emails.recency_rank = 1
-    left join product_user_phones
-        on
-            product_users.identity_key = product_user_phones.identity_key
-            and product_user_phones.recency_rank = 1
+-- events after as_of do not exist yet for the lead model (LEAD_MODEL.md, Time)
+product_events as (
+    select landed.*
+    from landed
+    where
+        landed.stream = 'product_events'
+        and landed.own_identity_key is not null
+        and landed.occurred_at <= {{ leadflow.as_of() }}
 ),
 
 manual_lead_events as (
     select
-        event_id,
         occurred_at,
+        event_id,
         email,
         phone_e164,
-        case
-            when email is not null then 'manual_email:' || email
-            when phone_e164 is not null then 'manual_phone:' || phone_e164
-        end as identity_key,
+        {{ leadflow.manual_identity_key('email', 'phone_e164') }} as identity_key,
         case when email is not null then 'email' else 'phone' end as identity_type,
         coalesce(email, phone_e164) as source_id
-    from all_events
+    from landed
     where
-        event_type = 'lead_upserted'
-        and (stream = 'manual' or event_source = 'manual')
-        and coalesce(email, phone_e164) is not null
+        {{ leadflow.is_manual_lead_event() }}
+        and occurred_at <= {{ leadflow.as_of() }}
 ),
 
-manual_lead_phones as (
+-- a product user takes its latest email / phone seen on any of its events (aggregates, no sort of
+-- all events)
+product_identities as (
     select
-        identity_key,
-        phone_e164,
-        row_number() over (
-            partition by identity_key order by occurred_at desc, event_id desc
-        ) as recency_rank
-    from manual_lead_events
-    where phone_e164 is not null
+        own_identity_key as identity_key,
+        'product_user' as identity_source,
+        min(case
+            when user_id is not null then 'user_id'
+            when email is not null then 'email'
+            else 'phone'
+        end) as identity_type,
+        min(coalesce(user_id, email, phone_e164)) as source_id,
+        {{ leadflow.latest_value('email', ['occurred_at', 'event_id']) }} as email,
+        {{ leadflow.latest_value('phone_e164', ['occurred_at', 'event_id']) }} as phone_e164,
+        min(occurred_at) as first_seen_at,
+        max(occurred_at) as last_seen_at
+    from product_events
+    {%- if is_incremental() %}
+        where own_identity_key in (select touched_keys.identity_key from touched_keys)
+    {%- endif %}
+    group by own_identity_key
 ),
 
 manual_identities as (
     select
-        manual_lead_events.identity_key,
+        identity_key,
         'manual_lead' as identity_source,
-        manual_lead_events.identity_type,
-        manual_lead_events.source_id,
-        max(manual_lead_events.email) as email,
-        max(manual_lead_phones.phone_e164) as phone_e164,
-        min(manual_lead_events.occurred_at) as first_seen_at,
-        max(manual_lead_events.occurred_at) as last_seen_at
+        identity_type,
+        source_id,
+        max(email) as email,
+        {{ leadflow.latest_value('phone_e164', ['occurred_at', 'event_id']) }} as phone_e164,
+        min(occurred_at) as first_seen_at,
+        max(occurred_at) as last_seen_at
     from manual_lead_events
-    left join manual_lead_phones
-        on
-            manual_lead_events.identity_key = manual_lead_phones.identity_key
-            and manual_lead_phones.recency_rank = 1
-    group by
-        manual_lead_events.identity_key,
-        manual_lead_events.identity_type,
-        manual_lead_events.source_id
+    {%- if is_incremental() %}
+        where identity_key in (select touched_keys.identity_key from touched_keys)
+    {%- endif %}
+    group by identity_key, identity_type, source_id
 ),
 
 identities as (
     select * from crm_identities
+    {%- if is_incremental() %}
+        where identity_key in (select touched_keys.identity_key from touched_keys)
+    {%- endif %}
     union all
     select * from product_identities
     union all
@@ -196,40 +212,107 @@ keyed as (
     from identities
 ),
 
+{% if is_incremental() -%}
+-- every lead a touched identity belongs to now or belonged to: all its identities are rewritten
+touched_lead_keys as (
+    select lead_key from keyed
+    union
+    select lead_key
+    from {{ this }}
+    where identity_key in (select touched_keys.identity_key from touched_keys)
+),
+{%- endif %}
+
+members as (
+    select
+        identity_key,
+        identity_source,
+        identity_type,
+        source_id,
+        email,
+        phone_e164,
+        first_seen_at,
+        last_seen_at,
+        match_reason,
+        lead_key
+    from keyed
+    {%- if is_incremental() %}
+        union all
+        select
+            identity_key,
+            identity_source,
+            identity_type,
+            source_id,
+            email,
+            phone_e164,
+            first_seen_at,
+            last_seen_at,
+            match_reason,
+            lead_key
+        from {{ this }}
+        where
+            lead_key in (select touched_lead_keys.lead_key from touched_lead_keys)
+            and identity_key not in (select touched_keys.identity_key from touched_keys)
+    {%- endif %}
+),
+
 leads as (
     select
         lead_key,
         count(*) as identities_in_lead,
         string_agg(identity_key, ', ' order by {{ leadflow.codepoint_order('identity_key') }})
             as merged_identity_keys
-    from keyed
+    from members
     group by lead_key
 ),
 
 final as (
     select
-        keyed.identity_key,
-        keyed.identity_source,
-        keyed.identity_type,
-        keyed.source_id,
-        keyed.email,
-        keyed.phone_e164,
-        keyed.lead_key,
-        {{ leadflow.lead_id_from_key('keyed.lead_key') }} as lead_id,
-        keyed.match_reason,
+        members.identity_key,
+        members.identity_source,
+        members.identity_type,
+        members.source_id,
+        members.email,
+        members.phone_e164,
+        members.lead_key,
+        {{ leadflow.lead_id_from_key('members.lead_key') }} as lead_id,
+        members.match_reason,
         leads.identities_in_lead,
         case
-            when leads.identities_in_lead > 1 and keyed.match_reason = 'email'
-                then 'same normalized email ' || keyed.email
-            when leads.identities_in_lead > 1 and keyed.match_reason = 'phone'
-                then 'same E.164 phone ' || keyed.phone_e164 || ' (no email)'
+            when leads.identities_in_lead > 1 and members.match_reason = 'email'
+                then 'same normalized email ' || members.email
+            when leads.identities_in_lead > 1 and members.match_reason = 'phone'
+                then 'same E.164 phone ' || members.phone_e164 || ' (no email)'
         end as merge_reason,
         leads.merged_identity_keys,
-        keyed.first_seen_at,
-        keyed.last_seen_at
-    from keyed
+        members.first_seen_at,
+        members.last_seen_at,
+        {{ leadflow.build_started_at() }} as identified_at
+    from members
     inner join leads
-        on keyed.lead_key = leads.lead_key
+        on members.lead_key = leads.lead_key
+    {%- if is_incremental() %}
+        -- a lead left without identities: one placeholder row clears it
+        union all
+        select
+            null as identity_key,
+            null as identity_source,
+            null as identity_type,
+            null as source_id,
+            null as email,
+            null as phone_e164,
+            touched_lead_keys.lead_key,
+            null as lead_id,
+            null as match_reason,
+            null as identities_in_lead,
+            null as merge_reason,
+            null as merged_identity_keys,
+            null as first_seen_at,
+            null as last_seen_at,
+            null as identified_at
+        from touched_lead_keys
+        where touched_lead_keys.lead_key not in (select leads.lead_key from leads)
+    {%- endif %}
 )
 
 select * from final

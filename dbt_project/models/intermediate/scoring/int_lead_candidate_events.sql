@@ -5,10 +5,8 @@
     products.cross_product_sources: events of Q never touch P otherwise.
 #}
 
--- a table: read by several models of one build (and by every incremental model's change detection),
--- so it is computed once per build instead of once per reader
-{{ config(materialized='table') }}
-
+-- a view: int_events_attributed is persisted and the rules are a seed, so a reader pays one join;
+-- fct_engagement_events reads only the pairs it rebuilds
 with
 
 events as (
@@ -46,7 +44,6 @@ final as (
         events.product_id as event_product_id,
         events.event_type,
         events.occurred_at,
-        cast((events.occurred_at at time zone 'UTC') as date) as occurred_on,
         events.stream,
         events.event_source,
         events.feature_name,

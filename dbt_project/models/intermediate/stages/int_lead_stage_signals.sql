@@ -13,11 +13,10 @@
 
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
+    incremental_strategy='replace_by_key',
     unique_key=['lead_id', 'product_id'],
     on_schema_change='fail',
-    post_hook="delete from {{ this }} where inputs_fingerprint is null",
-    indexes=[{'columns': ['lead_id', 'product_id', 'signal_index']}],
+    indexes=leadflow.postgres_only([{'columns': ['lead_id', 'product_id', 'signal_index']}]),
 ) }}
 
 {%- set columns = [
@@ -53,7 +52,7 @@ products as (
 ),
 
 pairs_to_build as (
-    {{ leadflow.lead_pairs_to_rebuild('fingerprints', 'stage_fingerprint') }}
+    {{ leadflow.lead_pairs_to_rebuild('fingerprints', 'stage_fingerprint', 'signal_index = 1') }}
 ),
 
 engagement as (

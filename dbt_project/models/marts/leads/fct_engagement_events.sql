@@ -5,15 +5,14 @@
     its UTC date; otherwise it earns 0 and is still a signal for stages.
 
     Incremental: rebuilds only (lead, product) pairs whose scoring inputs changed (see
-    int_lead_pair_fingerprints); delete+insert on the pair replaces all of a pair's rows.
+    int_lead_pair_fingerprints); the replace_by_key strategy replaces all of a pair's rows.
 #}
 
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
+    incremental_strategy='replace_by_key',
     unique_key=['lead_id', 'product_id'],
     on_schema_change='fail',
-    post_hook="delete from {{ this }} where inputs_fingerprint is null",
 ) }}
 
 {%- set columns = [
@@ -33,11 +32,14 @@ fingerprints as (
 ),
 
 pairs_to_build as (
-    {{ leadflow.lead_pairs_to_rebuild('fingerprints', 'scoring_fingerprint') }}
+    {{ leadflow.lead_pairs_to_rebuild('fingerprints', 'scoring_fingerprint', 'occurrence_number = 1') }}
 ),
 
+-- the UTC date only for the pairs being rebuilt: a time zone conversion per event is not free
 pair_events as (
-    select candidate_events.*
+    select
+        candidate_events.*,
+        cast((candidate_events.occurred_at at time zone 'UTC') as date) as occurred_on
     from candidate_events
     inner join pairs_to_build
         on

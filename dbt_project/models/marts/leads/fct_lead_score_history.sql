@@ -11,10 +11,9 @@
 
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
+    incremental_strategy='replace_by_key',
     unique_key=['lead_id', 'product_id'],
     on_schema_change='fail',
-    post_hook="delete from {{ this }} where inputs_fingerprint is null",
 ) }}
 
 {%- set columns = [

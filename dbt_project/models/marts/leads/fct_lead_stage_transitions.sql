@@ -16,10 +16,9 @@
 
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
+    incremental_strategy='replace_by_key',
     unique_key=['lead_id', 'product_id'],
     on_schema_change='fail',
-    post_hook="delete from {{ this }} where inputs_fingerprint is null",
 ) }}
 
 {%- set columns = [
@@ -49,10 +48,12 @@ rules_version as (
 ),
 
 pairs_to_build as (
-    {{ leadflow.lead_pairs_to_rebuild('fingerprints', 'stage_fingerprint') }}
+    {{ leadflow.lead_pairs_to_rebuild('fingerprints', 'stage_fingerprint', 'transition_seq = 1') }}
 ),
 
-signals as (
+-- materialized: the walk below reads it at every step (DuckDB would otherwise recompute the pairs
+-- to rebuild each time)
+signals as materialized (
     select stage_signals.*
     from stage_signals
     inner join pairs_to_build
@@ -138,11 +139,10 @@ walk as (
         case when class_moves.to_stage is not null then walk.stage end as from_stage,
         class_moves.rule_id,
         class_moves.trigger
-    -- the table itself, not the `signals` CTE: PostgreSQL then looks each frontier row up by index
-    -- (lead_id, product_id, signal_index) instead of scanning every signal at every step; the frontier
-    -- only holds pairs being rebuilt, so the join still only reaches their signals
+    -- PostgreSQL: the table, looked up by index (lead_id, product_id, signal_index) per frontier row;
+    -- DuckDB: the `signals` CTE, hashed per step, which holds only the pairs being rebuilt
     from walk
-    inner join {{ ref('int_lead_stage_signals') }} as walk_signals
+    inner join {{ leadflow.stage_walk_signals(ref('int_lead_stage_signals'), 'signals') }} as walk_signals
         on
             walk.lead_id = walk_signals.lead_id
             and walk.product_id = walk_signals.product_id

@@ -1,40 +1,25 @@
 {#
-    Every landed event of every stream (product_events, manual, sendgrid, …), normalized like
-    stg_events__product_events. The lead model reads manual leads (`lead_upserted`), stage overrides
-    (`stage_override`) and any stream's events a scoring rule names from here.
+    Every landed event of every stream (product_events, manual, sendgrid, …), normalized in
+    stg_events__event_lines. The lead model reads manual leads (`lead_upserted`), stage overrides
+    (`stage_override`) and any stream's events a scoring rule names from its persisted copy,
+    int_events_landed.
 #}
 
 with
 
-source as (
-    select * from {{ source('events', 'events') }}
+lines as (
+    select * from {{ ref('stg_events__event_lines') }}
 ),
 
-renamed as (
-    select
-        cast(event_id as text) as event_id,
-        stream,
-        lower({{ leadflow.clean_text('event_type') }}) as event_type,
-        occurred_at,
-        lower({{ leadflow.clean_text('product_id') }}) as product_id,
-        {{ leadflow.normalize_email('email') }} as email,
-        {{ leadflow.normalize_phone_e164('phone') }} as phone_e164,
-        {{ leadflow.clean_text('cast(user_id as text)') }} as user_id,
-        coalesce({{ leadflow.clean_text('source') }}, stream) as event_source,
-        cast(properties as text) as properties,
-        landing_file,
-        cast(line_number as bigint) as line_number
-    from source
-),
-
--- same rule as stg_events__product_events: one copy per event_id, from the latest landing line
+-- dlt merges on event_id (insert-only); should an id ever arrive twice, keep the copy from the latest
+-- landing line (the events loader takes dlt's Arrow path, which adds no _dlt_load_id / _dlt_id columns)
 ranked as (
     select
         *,
         row_number() over (
             partition by event_id order by landing_file desc, line_number desc
         ) as load_rank
-    from renamed
+    from lines
 ),
 
 final as (
@@ -49,12 +34,10 @@ final as (
         user_id,
         event_source,
         properties,
-        {{ leadflow.json_text_field('properties', 'feature') }} as feature_name,
-        {{ leadflow.json_text_field('properties', 'lead_id') }} as properties_lead_id,
-        lower({{ leadflow.clean_text(leadflow.json_text_field('properties', 'to_stage')) }})
-            as properties_to_stage,
-        lower({{ leadflow.clean_text(leadflow.json_text_field('properties', 'product_id')) }})
-            as properties_product_id
+        feature_name,
+        properties_lead_id,
+        properties_to_stage,
+        properties_product_id
     from ranked
     where load_rank = 1
 )
