@@ -467,27 +467,29 @@ def _record(
 ) -> None:
     """Upsert ledger rows and commit them before the caller goes on."""
     stamp = now or datetime.now(UTC)
-    rows = [
-        (
-            row["idempotency_key"],
-            send_list,
-            row["lead_id"],
-            row.get("product_id"),
-            row.get("workflow"),
-            row.get("step"),
-            row.get("channel"),
-            batch_id,
-            status,
-            error,
-            stamp,
-            stamp,
-            (extra + (None, None, None))[0],
-            (extra + (None, None, None))[1],
-            (extra + (None, None, None))[2] if status == "failed" else None,
+    rows = []
+    for row, status, batch_id, error, *extra in entries:
+        channel_used, provider_message_id, retryable = (*extra, None, None, None)[:3]
+        rows.append(
+            (
+                row["idempotency_key"],
+                send_list,
+                row["lead_id"],
+                row.get("product_id"),
+                row.get("workflow"),
+                row.get("step"),
+                row.get("channel"),
+                batch_id,
+                status,
+                error,
+                stamp,
+                stamp,
+                channel_used,
+                provider_message_id,
+                retryable if status == "failed" else None,
+                1,
+            )
         )
-        for row, status, batch_id, error, *extra_list in entries
-        for extra in [tuple(extra_list)]
-    ]
     columns = (
         "idempotency_key",
         "send_list",
@@ -509,7 +511,7 @@ def _record(
     warehouse.insert_rows(
         LEDGER_TABLE,
         columns,
-        [(*row, 1) for row in rows],
+        rows,
         on_conflict="""
         on conflict (idempotency_key) do update set
             batch_id = excluded.batch_id,

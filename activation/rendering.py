@@ -4,16 +4,25 @@ Templates live in `activation/templates/<template>.{subject,text,html,chat}.j2` 
 WhatsApp inside the 24 h window and for the chatbot) and render with strict undefined:
 a template that names a field the send list lacks raises `RenderError`, and that one message is quarantined
 instead of going out half-filled.
+
+Rendering is on the hot path of delivery (every message renders every failover route), so: templates are
+compiled once per process (no auto-reload: a changed template file takes a restart), a message renders each
+template once however many routes use it, and the SendGrid body is built as the plain dict the sendgrid
+helper would produce (a unit test holds the two equal).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import datetime
+from email.utils import parseaddr
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
-from sendgrid.helpers.mail import Asm, CustomArg, GroupId, Mail
+from sendgrid.helpers.mail.exceptions import ApiKeyIncludedException
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
@@ -22,6 +31,7 @@ _environment = Environment(
     undefined=StrictUndefined,
     autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
     keep_trailing_newline=False,
+    auto_reload=False,  # templates ship with the code: no stat of the file on every render
 )
 
 MESSAGE_FIELDS = ("idempotency_key", "lead_id", "product_id", "workflow", "step", "channel", "template")
@@ -38,12 +48,60 @@ def _context(row: dict[str, Any]) -> dict[str, Any]:
     return context
 
 
+class _Renderer:
+    """Renders the templates of one message: the context is built once and each template rendered once, however
+    many routes use it (a message's email, WhatsApp and chatbot routes share the chat text)."""
+
+    __slots__ = ("context", "env", "row", "texts")
+
+    def __init__(self, env: Environment, row: dict[str, Any] | None, context: dict[str, Any] | None = None):
+        self.env = env
+        self.row = row
+        self.context = context
+        self.texts: dict[str, str] = {}
+
+    def __call__(self, name: str) -> str:
+        text = self.texts.get(name)
+        if text is None:
+            if self.context is None:
+                self.context = _context(self.row or {})
+            try:
+                text = self.env.get_template(name).render(**self.context).strip()
+            except TemplateError as error:
+                raise RenderError(f"template {name}: {type(error).__name__}: {error}") from error
+            self.texts[name] = text
+        return text
+
+
 def render_template(name: str, context: dict[str, Any], environment: Environment | None = None) -> str:
-    env = environment or _environment
-    try:
-        return env.get_template(name).render(**context).strip()
-    except TemplateError as error:
-        raise RenderError(f"template {name}: {type(error).__name__}: {error}") from error
+    return _Renderer(environment or _environment, None, context)(name)
+
+
+_SENDGRID_API_KEY = re.compile(r"SG\.[0-9a-zA-Z]+\.[0-9a-zA-Z]+")  # the helper's ValidateApiKey pattern
+# an address `email.utils.parseaddr` returns unchanged (with no display name): dot-atoms around one `@`
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+
+
+@lru_cache(maxsize=256)
+def _address_fields(value: str) -> tuple[tuple[str, str], ...]:
+    """The fields of sendgrid's `Email(value).get()` (a name-less address string, parsed like the helper)."""
+    if not value:
+        return (("email", value),)
+    name, email = parseaddr(value)
+    if "@" not in email:  # the helper's reading: a string that is not an address is a name
+        name, email = email, None
+    fields = []
+    if name:
+        fields.append(("name", name))
+    if email:
+        fields.append(("email", email))
+    return tuple(fields)
+
+
+def _address(value: str) -> dict[str, str]:
+    if _PLAIN_ADDRESS.fullmatch(value):
+        return {"email": value}
+    return dict(_address_fields(value))
 
 
 def sendgrid_mail_body(
@@ -57,11 +115,70 @@ def sendgrid_mail_body(
     key: str,
     unsubscribe_group_id: int | None = None,
 ) -> dict[str, Any]:
-    """A SendGrid v3 /mail/send body built with the sendgrid library's helpers.
+    """A SendGrid v3 /mail/send body, the dict the sendgrid library's `Mail(...).get()` builds.
 
     The idempotency key travels in `custom_args`, so SendGrid's event webhook echoes it on every event; the
     unsubscribe group (`asm`) gives the recipient a one-click group unsubscribe that SendGrid enforces.
+    Built as a plain dict (the helper objects cost more than the rest of a render); the helper's checks are
+    kept: a non-string name raises TypeError, text or html starting with an API key raises
+    ApiKeyIncludedException, and a recipient without an address raises KeyError, as the helper does.
+    Arguments of other types than these go through the helper itself.
     """
+    if not (
+        isinstance(from_email, str)
+        and isinstance(to_email, str)
+        and isinstance(subject, str)
+        and isinstance(text, str)
+        and isinstance(html, str)
+    ):
+        return _sendgrid_mail_body_with_helper(
+            from_email=from_email,
+            to_email=to_email,
+            to_name=to_name,
+            subject=subject,
+            text=text,
+            html=html,
+            key=key,
+            unsubscribe_group_id=unsubscribe_group_id,
+        )
+    sender = dict(_address_fields(from_email))
+    if to_name:
+        if not isinstance(to_name, str):
+            raise TypeError("name must be of type string.")
+        to = {"name": to_name, "email": to_email}
+    else:
+        to = _address(to_email)
+    if _SENDGRID_API_KEY.match(text) or _SENDGRID_API_KEY.match(html):
+        raise ApiKeyIncludedException()
+    if "email" not in to:
+        raise KeyError("email")  # the helper's personalization reads the recipient's address
+    body: dict[str, Any] = {}
+    if sender:
+        body["from"] = sender
+    body["subject"] = subject
+    body["personalizations"] = [{"to": [to]}]
+    body["content"] = [{"type": "text/plain", "value": text}, {"type": "text/html", "value": html}]
+    if key is not None:
+        body["custom_args"] = {"idempotency_key": key}
+    if unsubscribe_group_id is not None:
+        body["asm"] = {"group_id": unsubscribe_group_id}
+    return body
+
+
+def _sendgrid_mail_body_with_helper(
+    *,
+    from_email: Any,
+    to_email: Any,
+    to_name: Any,
+    subject: Any,
+    text: Any,
+    html: Any,
+    key: Any,
+    unsubscribe_group_id: int | None = None,
+) -> dict[str, Any]:
+    """`sendgrid_mail_body` through the sendgrid helper objects (the reference the plain dict must equal)."""
+    from sendgrid.helpers.mail import Asm, CustomArg, GroupId, Mail
+
     mail = Mail(
         from_email=from_email,
         to_emails=[(to_email, to_name)] if to_name else to_email,
@@ -77,6 +194,8 @@ def sendgrid_mail_body(
 
 def _split(value: Any) -> list[str]:
     """`a|b|c` columns of the send list (failover lists) as a list; empty parts dropped."""
+    if type(value) is str:
+        return [part for part in value.split("|") if part] if value else []
     if value is None:
         return []
     if isinstance(value, list | tuple):
@@ -94,18 +213,17 @@ def _route(
     recipient: str,
     message_type: str,
     template: str,
-    context: dict[str, Any],
+    render: Callable[[str], str],
     row: dict[str, Any],
     from_email: str,
     unsubscribe_group_id: int | None,
-    environment: Environment | None,
 ) -> dict[str, Any]:
     route: dict[str, Any] = {"channel": channel, "recipient": recipient, "message_type": message_type}
     key = str(row["idempotency_key"])
     if channel == "email":
-        subject = render_template(f"{template}.subject.j2", context, environment)
-        text = render_template(f"{template}.text.j2", context, environment)
-        html = render_template(f"{template}.html.j2", context, environment)
+        subject = render(f"{template}.subject.j2")
+        text = render(f"{template}.text.j2")
+        html = render(f"{template}.html.j2")
         route["sendgrid"] = sendgrid_mail_body(
             from_email=from_email,
             to_email=recipient,
@@ -120,9 +238,7 @@ def _route(
         body: dict[str, Any] = {"messaging_product": "whatsapp", "to": _whatsapp_number(recipient)}
         if message_type == "whatsapp_text":
             # free-form text: only inside the 24 h customer-service window (the send list decides)
-            body.update(
-                type="text", text={"body": render_template(f"{template}.chat.j2", context, environment)}
-            )
+            body.update(type="text", text={"body": render(f"{template}.chat.j2")})
         else:
             # outside the window Meta accepts only pre-approved templates, named like our template
             body.update(
@@ -148,7 +264,7 @@ def _route(
     elif channel == "chatbot":
         route["chatbot"] = {
             "user_id": recipient,
-            "text": render_template(f"{template}.chat.j2", context, environment),
+            "text": render(f"{template}.chat.j2"),
             "idempotency_key": key,
         }
     else:
@@ -181,7 +297,7 @@ def render_message(
     template = row.get("template")
     if not template:
         raise RenderError(f"send-list row {row.get('idempotency_key')} names no template")
-    context = _context(row)
+    render = _Renderer(environment or _environment, row)
     message: dict[str, Any] = {field: row.get(field) for field in MESSAGE_FIELDS}
     message["recipient"] = row.get("recipient")
     channels = [str(row.get("channel"))] + _split(row.get("fallback_channels"))
@@ -201,11 +317,10 @@ def render_message(
             recipient,
             message_type,
             template,
-            context,
+            render,
             row,
             from_email,
             unsubscribe_group_id,
-            environment,
         )
         for channel, recipient, message_type in zip(channels, recipients, message_types, strict=True)
     ]
@@ -218,7 +333,7 @@ def render_message(
             "html": primary["sendgrid"]["content"][1]["value"],
         }
     else:
-        message["content"] = {"text": render_template(f"{template}.chat.j2", context, environment)}
+        message["content"] = {"text": render(f"{template}.chat.j2")}
     message["message_type"] = primary_type
     message["fallback_channels"] = channels[1:]
     return message

@@ -57,7 +57,9 @@ class Warehouse:
         if self.kind == "duckdb":
             import pyarrow as pa
 
-            arrays = {name: [row[i] for row in rows] for i, name in enumerate(columns)}
+            arrays = {
+                name: list(values) for name, values in zip(columns, zip(*rows, strict=True), strict=False)
+            }
             staged = pa.table(arrays)
             self.connection.register("_leadflow_rows", staged)
             try:

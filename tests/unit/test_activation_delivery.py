@@ -462,3 +462,177 @@ def test_crash_with_batches_in_flight_leaves_at_most_concurrency_batches_pending
         assert {k for k, n in handed.items() if n == 2} == pending and max(handed.values()) == 2
     rows = ledger(warehouse_url)
     assert sorted(rows) == keys and {r["status"] for r in rows.values()} == {"sent"}
+
+
+# ------------------------------------------------------------------ rendering: the fast paths keep the output
+
+
+def _helper_or_error(call, **kwargs):
+    """What a body builder returns, or the type and text of what it raises."""
+    try:
+        return call(**kwargs)
+    except Exception as error:  # noqa: BLE001 - the two builders must fail alike, too
+        return (type(error).__name__, str(error))
+
+
+@pytest.mark.parametrize(
+    ("from_email", "to_email", "to_name", "text", "group"),
+    [
+        (FROM, "person1@example.com", "Ana", "Hello Ana", None),
+        (FROM, "person1@example.com", None, "Hello", 42),
+        (FROM, "person1@example.com", "", "Hello", 0),
+        ("Leadflow Team <team@leadflow.example>", "first.last+tag@sub.example.co.uk", None, "Hi", None),
+        ("nurture", "p@example.com", None, "Hi", None),  # a from without an address: the helper's name
+        ("", "p@example.com", None, "Hi", None),
+        (FROM, "Some One <some.one@example.com>", None, "Hi", 7),
+        (FROM, "Anna, Maria <am@example.com>", "Anna, Maria", "Hi", None),
+        (FROM, "ünï@exämple.com", "Zoë", "Hi", None),
+        (FROM, "", None, "Hi", None),
+        (FROM, "+447700900123", None, "Hi", None),  # no address: the helper raises KeyError('email')
+        (FROM, "p@example.com", 5, "Hi", None),  # a non-text name: the helper raises TypeError
+        (FROM, "p@example.com", None, "SG.abc123.def456 leaked", None),  # an API key in the body
+        (FROM, "p@example.com", "Ana", "", None),
+    ],
+)
+def test_sendgrid_body_equals_what_the_sendgrid_helper_builds(from_email, to_email, to_name, text, group):
+    from activation.rendering import _sendgrid_mail_body_with_helper, sendgrid_mail_body
+
+    kwargs = dict(
+        from_email=from_email,
+        to_email=to_email,
+        to_name=to_name,
+        subject="Ana, here is what you can do next with <Atlas>",
+        text=text,
+        html=f"<p>{text}</p>",
+        key="k-1",
+        unsubscribe_group_id=group,
+    )
+    fast = _helper_or_error(sendgrid_mail_body, **kwargs)
+    reference = _helper_or_error(_sendgrid_mail_body_with_helper, **kwargs)
+    assert fast == reference
+    if isinstance(reference, dict):
+        assert list(fast) == list(reference)  # same key order, so the same JSON bytes
+
+
+def test_sendgrid_reference_is_the_vendor_helper():
+    from sendgrid.helpers.mail import Asm, CustomArg, GroupId, Mail
+
+    from activation.rendering import sendgrid_mail_body
+
+    mail = Mail(
+        from_email=FROM,
+        to_emails=[("person@example.com", "Ana")],
+        subject="s",
+        plain_text_content="t",
+        html_content="<p>h</p>",
+    )
+    mail.custom_arg = CustomArg("idempotency_key", "k")
+    mail.asm = Asm(GroupId(3))
+    body = sendgrid_mail_body(
+        from_email=FROM,
+        to_email="person@example.com",
+        to_name="Ana",
+        subject="s",
+        text="t",
+        html="<p>h</p>",
+        key="k",
+        unsubscribe_group_id=3,
+    )
+    assert body == mail.get()
+    assert json.dumps(body) == json.dumps(mail.get())
+
+
+def _row(i: int, **changes) -> dict:
+    row = {
+        "idempotency_key": f"key-{i}",
+        "lead_id": f"lead{i}",
+        "product_id": "atlas",
+        "product_name": "Atlas",
+        "workflow": "atlas_nurture",
+        "step": "mql_welcome",
+        "channel": "email",
+        "recipient": f"person{i}@example.com",
+        "template": "mql_welcome",
+        "message_type": "email",
+        "first_name": "Ana",
+        "fallback_channels": "whatsapp|chatbot",
+        "fallback_recipients": f"+4477009{i:05d}|user-{i}",
+        "fallback_message_types": "whatsapp_text|chatbot_text",
+    }
+    row.update(changes)
+    return row
+
+
+def test_renders_equal_fresh_jinja_renders():
+    """What a message carries equals what Jinja renders for it on its own, route by route."""
+    from activation import rendering
+
+    fresh = Environment(
+        loader=rendering._environment.loader,
+        undefined=StrictUndefined,
+        autoescape=rendering._environment.autoescape,
+    )
+    values = ["Ana", "<b>Zoë & Co</b>", "", None, "1", "Ana"]
+    rows = [_row(i, first_name=v, product_name=["Atlas", "<A&B>", None][i % 3]) for i, v in enumerate(values)]
+    rows += [_row(90, cta_url="https://x.example/?a=1&b=2"), _row(91, product_id=None)]
+    chat_only = dict(channel="chatbot", message_type="chatbot_text", recipient="user-1", fallback_channels="")
+    chat_only.update(fallback_recipients="", fallback_message_types="")
+    # numbers equal as values but render differently
+    rows += [_row(92 + i, first_name=v, **chat_only) for i, v in enumerate([1, 1.0, True, "1", 1, True])]
+    for row in rows + rows:
+        message = rendering.render_message(row, from_email=FROM)
+        context = rendering._context(row)
+        for part in ("subject", "text", "html", "chat"):
+            expected = fresh.get_template(f"mql_welcome.{part}.j2").render(**context).strip()
+            assert rendering.render_template(f"mql_welcome.{part}.j2", context) == expected
+            if row["channel"] == "chatbot":
+                if part == "chat":
+                    assert message["content"]["text"] == expected
+                    assert message["routes"][0]["chatbot"]["text"] == expected
+            elif part == "chat":
+                assert message["routes"][1]["whatsapp"]["text"]["body"] == expected
+                assert message["routes"][2]["chatbot"]["text"] == expected
+            else:
+                assert message["content"][part] == expected
+
+
+def test_every_message_renders_its_templates_afresh():
+    from activation import rendering
+
+    calls = []
+
+    def counter() -> int:
+        calls.append(1)
+        return len(calls)
+
+    env = Environment(
+        loader=DictLoader(
+            {
+                "t.subject.j2": "Hi {{ first_name }} {{ counter() }}",
+                "t.text.j2": "{{ first_name }}",
+                "t.html.j2": "{{ first_name }}",
+                "t.chat.j2": "{% for x in [1, 2] %}{{ x }}{% endfor %} {{ first_name }}",
+            }
+        ),
+        undefined=StrictUndefined,
+    )
+    env.globals["counter"] = counter
+    row = _row(1, template="t", fallback_channels="", fallback_recipients="", fallback_message_types="")
+    subjects = [
+        rendering.render_message(row, from_email=FROM, environment=env)["content"]["subject"]
+        for _ in range(3)
+    ]
+    assert subjects == ["Hi Ana 1", "Hi Ana 2", "Hi Ana 3"]
+    chat_row = _row(2, template="t", channel="chatbot", message_type="chatbot_text", recipient="user-2")
+    chat_row.update(fallback_channels="", fallback_recipients="", fallback_message_types="")
+    assert rendering.render_message(chat_row, from_email=FROM, environment=env)["content"]["text"] == "12 Ana"
+
+
+def test_a_missing_variable_still_quarantines_after_earlier_renders():
+    from activation import rendering
+
+    assert rendering.render_message(_row(1), from_email=FROM)["content"]["subject"].startswith("Ana")
+    row = _row(2)
+    del row["first_name"]
+    with pytest.raises(rendering.RenderError, match="first_name"):
+        rendering.render_message(row, from_email=FROM)
