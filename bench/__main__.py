@@ -127,6 +127,8 @@ def _external(ctx, module: str, function: str) -> dict[str, Any] | None:
         )
         return None
     # the work dir root, so they find the cached workload (bench.workload.ensure_workload) and make their folders
+    if module == "freshness_bench" and ctx.built_home is not None:
+        return runner(ctx.size, ctx.work_root, ctx.repeats, built_home=ctx.built_home)
     return runner(ctx.size, ctx.work_root, ctx.repeats)
 
 
@@ -166,6 +168,38 @@ def main(argv: list[str] | None = None) -> int:
     needs_postgres = any(g in args.only for g in ("floors", "ingest")) and "postgres" in args.warehouses
     needs_postgres |= "dbt" in args.only and "postgres" in args.dbt_warehouses
 
+    def write(complete: bool = False) -> tuple[dict[str, Any], tuple[Path, Path]]:
+        """The results so far, written after every group: a stopped run keeps what it measured."""
+        ratios = compute_ratios(ctx.measurements)
+        ratios.update(external_ratios)
+        partial = [] if complete else ["partial results: the run was still going (or was stopped) here"]
+        result = {
+            "size": args.size,
+            "seed": args.seed,
+            "started_at": started_at,
+            "finished_at": now(),
+            "complete": complete,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "load_average_start": load_start,
+            "settings": {
+                "repeats": args.repeats,
+                "heavy_repeats": args.heavy_repeats,
+                "groups": args.only,
+                "warehouses": list(args.warehouses),
+                "dbt_warehouses": list(args.dbt_warehouses),
+                "dbt_args": args.dbt_args,
+                "work_dir": str(args.work_dir),
+            },
+            "workload": workload.as_dict() | {"anchor": _anchor()},
+            "machine": machine_facts(postgres_facts),
+            "ratios": ratios,
+            "notes": ctx.notes + [f"FAILED {f}" for f in failures] + partial,
+            "failures": failures,
+            "details": ctx.details,
+            "measurement_objects": list(ctx.measurements),
+        }
+        return result, write_results(result, args.out)
+
     def run_group(name: str, fn, *fn_args) -> None:
         begun = banner(name)
         try:
@@ -177,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             traceback.print_exc()
         print(f"   ({name}: {time.perf_counter() - begun:.0f} s)", flush=True)
+        write()
 
     with ExitStack() as stack:
         if needs_postgres:
@@ -222,34 +257,9 @@ def main(argv: list[str] | None = None) -> int:
                     ctx.add(_as_measurement(data))
                 external_ratios.update(out.get("ratios", {}))
                 ctx.notes.extend(out.get("notes", []))
+                write()
 
-    ratios = compute_ratios(ctx.measurements)
-    ratios.update(external_ratios)
-    result = {
-        "size": args.size,
-        "seed": args.seed,
-        "started_at": started_at,
-        "finished_at": now(),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "load_average_start": load_start,
-        "settings": {
-            "repeats": args.repeats,
-            "heavy_repeats": args.heavy_repeats,
-            "groups": args.only,
-            "warehouses": list(args.warehouses),
-            "dbt_warehouses": list(args.dbt_warehouses),
-            "dbt_args": args.dbt_args,
-            "work_dir": str(args.work_dir),
-        },
-        "workload": workload.as_dict() | {"anchor": _anchor()},
-        "machine": machine_facts(postgres_facts),
-        "ratios": ratios,
-        "notes": ctx.notes + [f"FAILED {f}" for f in failures],
-        "failures": failures,
-        "details": ctx.details,
-        "measurement_objects": ctx.measurements,
-    }
-    json_path, md_path = write_results(result, args.out)
+    result, (json_path, md_path) = write(complete=True)
     print(f"\nwrote {json_path} and {md_path} ({result['wall_seconds'] / 60:.1f} min)")
     print(md_path.read_text())
     return 1 if failures else 0
