@@ -363,3 +363,70 @@ def test_small_chunks_load_the_same_rows(loader: Loader) -> None:
     assert loader.query("select landing_file from raw_events.events where event_id = 'e22'") == [
         ("product_events/a.jsonl",)
     ]
+
+
+def test_each_line_is_parsed_once_for_both_tables(loader: Loader, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_landing_file(loader.landing, STREAM, "a", [_event("e1"), _event("e2"), _event("e1")])
+    with path.open("a") as handle:
+        handle.write("\n{broken\n[1]\n")
+    real_parse = events_source._parse
+    calls: list[bytes | str] = []
+
+    def counting_parse(line: bytes | str, stream: str) -> tuple:
+        calls.append(line)
+        return real_parse(line, stream)
+
+    monkeypatch.setattr(events_source, "_parse", counting_parse)
+    loader.run()
+    assert len(calls) == 5  # 3 events + 2 malformed; the blank line is skipped
+    assert loader.query("select event_id, line_number from raw_events.events order by 1") == [
+        ("e1", 1),
+        ("e2", 2),
+    ]
+    assert loader.query("select line_number from raw_events.quarantine order by 1") == [(5,), (6,)]
+
+
+def test_selecting_one_table_leaves_the_other_its_backlog(loader: Loader) -> None:
+    path = write_landing_file(loader.landing, STREAM, "a", [_event("e1")])
+    with path.open("a") as handle:
+        handle.write("{broken\n")
+    loader.pipeline.run(landing_events_source(str(loader.landing)).with_resources("events"))
+    assert loader.query("select event_id from raw_events.events") == [("e1",)]
+    resources = loader.pipeline.state["sources"]["events"]["resources"]
+    assert resources["events"]["loaded_files"] == {"product_events/a.jsonl": 1}
+    assert "quarantine" not in resources
+    assert "landing_files" not in resources  # the shared reader keeps no state of its own
+
+    loader.run()  # the file is still new for quarantine, and only for quarantine
+    counts = loader.pipeline.last_trace.last_normalize_info.row_counts
+    assert (counts.get("events", 0), counts.get("quarantine", 0)) == (0, 1)
+    assert loader.query("select line_number from raw_events.quarantine") == [(2,)]
+    resources = loader.pipeline.state["sources"]["events"]["resources"]
+    assert resources["quarantine"]["loaded_files"] == {"product_events/a.jsonl": 1}
+
+    write_landing_file(loader.landing, STREAM, "b", [_event("e2")])
+    loader.pipeline.run(landing_events_source(str(loader.landing)).with_resources("quarantine"))
+    counts = loader.pipeline.last_trace.last_normalize_info.row_counts
+    assert (counts.get("events", 0), counts.get("quarantine", 0)) == (0, 0)
+    loader.run()
+    assert [row[0] for row in loader.query("select event_id from raw_events.events order by 1")] == [
+        "e1",
+        "e2",
+    ]
+    assert sorted(loader.pipeline.state["sources"]["events"]["resources"]) == ["events", "quarantine"]
+
+
+def test_source_exposes_only_the_two_tables() -> None:
+    source = landing_events_source("/nonexistent")
+    assert list(source.selected_resources) == ["events", "quarantine"]
+    assert list(source.resources) == ["events", "quarantine"]
+
+
+def test_timestamps_convert_exactly_at_the_edges() -> None:
+    values = [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 11, 20, 9, 15, 0, 123456, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    assert events_source._timestamp_array(values).to_pylist() == values
