@@ -63,3 +63,41 @@ def test_jobs_schedule_and_sensors_are_defined():
     assert defs.resolve_schedule_def("leadflow_report_daily").cron_schedule == "0 6 * * *"
     sensor_names = {s.name for s in defs.sensors}
     assert {"landing_zone_sensor", "alert_on_run_failure", "record_last_successful_run"} <= sensor_names
+
+
+def test_landing_sensor_starts_the_landing_job_only_for_files_not_loaded_yet(tmp_path, monkeypatch):
+    """A file the events pipeline loaded (e.g. by `leadflow run`) starts nothing; a new one does."""
+    from dagster import RunRequest, SkipReason, build_sensor_context
+
+    from ingestion.events import landing_events_source, write_landing_file
+    from orchestration import definitions
+    from orchestration.settings import Settings
+
+    local = Settings.from_env({"LEADFLOW_HOME": str(tmp_path / "home")})
+    monkeypatch.setattr(definitions, "settings", local)
+    pipeline = definitions.make_pipeline("leadflow_events", "raw_events", local)
+    monkeypatch.setattr(definitions, "events_pipeline", pipeline)
+    sensor = definitions.landing_zone_sensor
+    assert sensor.job_name == "leadflow_landing"
+    landing_job = definitions.defs.resolve_job_def("leadflow_landing")
+    selected = {key.to_user_string() for key in landing_job.asset_layer.selected_asset_keys}
+    assert "dlt_events_events" in selected and "send_list_messages" in selected
+    assert "dlt_crm_contacts" not in selected and "analytics/report" not in selected
+    checks = {key.name for key in landing_job.asset_layer.asset_graph.asset_check_keys}
+    assert "send_list_has_no_suppressed_leads" in checks  # blocking: it still gates delivery
+    assert not any(name.startswith(("unique_", "not_null_")) for name in checks)  # dbt tests: hourly
+
+    event = {"event_id": "e1", "event_type": "login", "occurred_at": "2026-11-20T09:15:00Z"}
+    write_landing_file(local.landing_dir, "product_events", "a", [{**event, "lead_email": "a@x.example"}])
+    first = sensor(build_sensor_context(cursor=None))
+    assert isinstance(first, RunRequest) and first.tags["leadflow/unloaded_files"] == "1"
+
+    pipeline.run(landing_events_source(landing_dir=str(local.landing_dir)))
+    after_load = sensor(build_sensor_context(cursor=None))  # a restarted daemon: no cursor
+    assert isinstance(after_load, SkipReason) and "loaded already" in after_load.skip_message
+
+    write_landing_file(local.landing_dir, "product_events", "b", [{**event, "event_id": "e2"}])
+    context = build_sensor_context(cursor=None)
+    second = sensor(context)
+    assert isinstance(second, RunRequest) and second.tags["leadflow/unloaded_files"] == "1"
+    assert isinstance(sensor(build_sensor_context(cursor=context.cursor)), SkipReason)
