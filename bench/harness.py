@@ -40,6 +40,8 @@ class Context:
     #: per warehouse: (warehouse URL, LEADFLOW_HOME-like dir with the dlt pipelines) right after ingest
     raw: dict[str, tuple[str, Path]] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    #: the LEADFLOW_HOME the run group's `leadflow run` built (the freshness group starts from it)
+    built_home: Path | None = None
 
     def measurement(self, step: str) -> Measurement | None:
         return next((m for m in self.measurements if m.step == step), None)

@@ -118,6 +118,7 @@ def run_leadflow(ctx) -> None:
         rows=workload.raw_rows,
         prepare=fresh,
     )
+    ctx.built_home = work / "home"
     steps = step_seconds(work / "home")
     if steps:
         slowest = sorted(steps.items(), key=lambda item: -item[1])[:6]
