@@ -7,6 +7,7 @@ can fail fast on a bad setting before any heavy import.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urlparse
@@ -18,6 +19,11 @@ CRM_KINDS = ("demo", "hubspot", "sql")
 DEFAULT_DELIVERY_CONCURRENCY = 1
 MAX_DELIVERY_CONCURRENCY = 16
 DEMO_HUBSPOT_TOKEN = "demo-token"  # the bundled demo CRM's bearer token; not a secret
+
+
+#: DuckDB's buffer manager takes up to 80 % of RAM unless told otherwise; a build then holds gigabytes.
+DEFAULT_DUCKDB_MEMORY_LIMIT = "512MB"
+_MEMORY_LIMIT_RE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB|%)$", re.IGNORECASE)
 
 
 class SettingsError(ValueError):
@@ -36,6 +42,8 @@ class WarehouseTarget:
     user: str | None = None
     password: str | None = field(default=None, repr=False)
     database: str | None = None
+    #: DuckDB's memory_limit for dbt builds (profiles.yml): a size such as 1GB or a share of RAM such as 80%
+    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
 
     @property
     def dbt_target(self) -> str:
@@ -62,6 +70,7 @@ class WarehouseTarget:
         env = {"LEADFLOW_DBT_TARGET": self.kind}
         if self.kind == "duckdb":
             env["LEADFLOW_DUCKDB_PATH"] = str(self.duckdb_path)
+            env["LEADFLOW_DUCKDB_MEMORY_LIMIT"] = self.duckdb_memory_limit
         else:
             env.update(
                 LEADFLOW_PG_HOST=self.host or "localhost",
@@ -73,7 +82,9 @@ class WarehouseTarget:
         return env
 
 
-def parse_warehouse_url(url: str, home: Path) -> WarehouseTarget:
+def parse_warehouse_url(
+    url: str, home: Path, duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
+) -> WarehouseTarget:
     """Parse `duckdb:///path` or `postgresql://user:pass@host:port/db`."""
     fix = (
         "set LEADFLOW_WAREHOUSE_URL to duckdb:////ABSOLUTE/PATH.duckdb (or duckdb:///RELATIVE/PATH.duckdb) or "
@@ -88,7 +99,9 @@ def parse_warehouse_url(url: str, home: Path) -> WarehouseTarget:
             path = (Path.cwd() / path).resolve()
         if not raw_path or path.is_dir():
             raise SettingsError(f"LEADFLOW_WAREHOUSE_URL={url!r} names no DuckDB file: {fix}")
-        return WarehouseTarget(url=f"duckdb:///{path}", kind="duckdb", duckdb_path=path)
+        return WarehouseTarget(
+            url=f"duckdb:///{path}", kind="duckdb", duckdb_path=path, duckdb_memory_limit=duckdb_memory_limit
+        )
     if parsed.scheme in ("postgresql", "postgres", "postgresql+psycopg2"):
         if not parsed.hostname or not parsed.path.strip("/"):
             raise SettingsError(f"LEADFLOW_WAREHOUSE_URL={_redact(url)!r} lacks a host or database: {fix}")
@@ -127,7 +140,7 @@ class Settings:
     n8n_webhook_token: str | None = field(repr=False)
     email_from: str = "nurture@leadflow.example"
     alert_url: str | None = None
-    freshness_min_interval_seconds: int = 30
+    freshness_min_interval_seconds: int = 10
     report_cron: str = "0 6 * * *"
     sendgrid_unsubscribe_group_id: int | None = None
     delivery_concurrency: int = DEFAULT_DELIVERY_CONCURRENCY
@@ -154,7 +167,13 @@ class Settings:
             raise SettingsError(f"LEADFLOW_HOME={home} is a file: point LEADFLOW_HOME at a directory")
 
         warehouse_url = env.get("LEADFLOW_WAREHOUSE_URL") or f"duckdb:///{home / 'warehouse.duckdb'}"
-        warehouse = parse_warehouse_url(warehouse_url, home)
+        memory_limit = (env.get("LEADFLOW_DUCKDB_MEMORY_LIMIT") or DEFAULT_DUCKDB_MEMORY_LIMIT).strip()
+        if not _MEMORY_LIMIT_RE.match(memory_limit):
+            raise SettingsError(
+                f"LEADFLOW_DUCKDB_MEMORY_LIMIT={memory_limit!r} is not a DuckDB memory limit: set a size such as "
+                f"512MB or 2GB, or a share of RAM such as 50% (unset it for the default, {DEFAULT_DUCKDB_MEMORY_LIMIT})"
+            )
+        warehouse = parse_warehouse_url(warehouse_url, home, memory_limit)
 
         crm = (env.get("LEADFLOW_CRM") or "demo").strip().lower()
         if crm not in CRM_KINDS:
@@ -202,7 +221,7 @@ class Settings:
         alert_url = env.get("LEADFLOW_ALERT_URL") or None
         if alert_url and not alert_url.startswith(("http://", "https://")):
             raise SettingsError(f"LEADFLOW_ALERT_URL={alert_url!r} must be an http(s) URL (or unset it)")
-        raw_interval = env.get("LEADFLOW_FRESHNESS_MIN_INTERVAL_SECONDS") or "30"
+        raw_interval = env.get("LEADFLOW_FRESHNESS_MIN_INTERVAL_SECONDS") or "10"
         try:
             min_interval = int(raw_interval)
             if min_interval < 1:

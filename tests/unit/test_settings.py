@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.settings import Settings, SettingsError
+from orchestration.settings import DEFAULT_DUCKDB_MEMORY_LIMIT, Settings, SettingsError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,10 @@ def test_defaults_are_the_embedded_warehouse_and_demo_crm(tmp_path, monkeypatch)
     assert settings.warehouse.dbt_env() == {
         "LEADFLOW_DBT_TARGET": "duckdb",
         "LEADFLOW_DUCKDB_PATH": str(tmp_path / ".leadflow" / "warehouse.duckdb"),
+        "LEADFLOW_DUCKDB_MEMORY_LIMIT": DEFAULT_DUCKDB_MEMORY_LIMIT,
     }
+    limited = Settings.from_env({"LEADFLOW_DUCKDB_MEMORY_LIMIT": "2GB"})
+    assert limited.warehouse.dbt_env()["LEADFLOW_DUCKDB_MEMORY_LIMIT"] == "2GB"
 
 
 def test_postgres_url_is_parsed_for_dbt_and_redacted_for_printing():
@@ -55,6 +58,7 @@ def test_postgres_url_is_parsed_for_dbt_and_redacted_for_printing():
         ({"LEADFLOW_WAREHOUSE_URL": "mysql://x/y"}, ["LEADFLOW_WAREHOUSE_URL", "postgresql://"]),
         ({"LEADFLOW_WAREHOUSE_URL": "postgresql://:5432/"}, ["LEADFLOW_WAREHOUSE_URL", "host"]),
         ({"LEADFLOW_CRM": "salesforce"}, ["LEADFLOW_CRM", "demo"]),
+        ({"LEADFLOW_DUCKDB_MEMORY_LIMIT": "lots"}, ["LEADFLOW_DUCKDB_MEMORY_LIMIT", "512MB"]),
         ({"LEADFLOW_CRM": "hubspot"}, ["HUBSPOT_ACCESS_TOKEN"]),
         ({"LEADFLOW_CRM": "sql"}, ["CRM_DATABASE_URL"]),
         ({"N8N_WEBHOOK_URL": "localhost:5678"}, ["N8N_WEBHOOK_URL", "http"]),
