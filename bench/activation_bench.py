@@ -35,7 +35,8 @@ from bench.measure import Measurement, measure
 from orchestration.settings import DEFAULT_DELIVERY_CONCURRENCY
 
 SIZES = {"XS": 1_000, "S": 10_000, "M": 100_000, "L": 1_000_000}  # XS: smoke size
-N8N_SIZES = {"XS": 500, "S": 2_000, "M": 5_000, "L": 5_000}  # n8n is the ceiling (~5-7 s per 1000 here): reported, kept short so M fits 30 min
+# n8n is the ceiling (~5-7 s per 1000 here): reported, kept short so M fits 30 minutes
+N8N_SIZES = {"XS": 500, "S": 2_000, "M": 5_000, "L": 5_000}
 SEND_LIST = "send_list_messages"
 FROM_EMAIL = "nurture@leadflow.example"
 TOKEN = "bench-token"
