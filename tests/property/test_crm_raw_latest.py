@@ -27,8 +27,8 @@ mutation = st.tuples(
 )
 
 
-# A dlt run into DuckDB costs ~0.6-1 s; 10 examples of up to 3 syncs keep this around 30-45 s.
-@settings(max_examples=10, deadline=None)
+# A dlt run into DuckDB costs ~0.6-1 s; 100 examples (the specification's minimum) of up to 3 syncs each.
+@settings(max_examples=100, deadline=None)
 @given(
     seed=st.integers(0, 10_000),
     n_contacts=st.integers(1, 40),
