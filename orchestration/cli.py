@@ -18,10 +18,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 SEND_LIST = "send_list_messages"  # the send-list model activation reads
 
-DAGSTER_YAML = """\
-# Written by leadflow: local instance for `leadflow run` and `leadflow ui` (runs are shared between them).
+DAGSTER_YAML_HEADER = "# Written by leadflow"
+DAGSTER_YAML = f"""\
+{DAGSTER_YAML_HEADER}: local instance for `leadflow run` and `leadflow ui` (runs are shared between them).
+# Delete this header line to keep your own edits: leadflow rewrites a file that starts with it.
 telemetry:
   enabled: false
+# Queued runs (the sensor's and the schedules') start one at a time, as the embedded DuckDB warehouse
+# allows one writer, and are picked up within a second of being queued (Dagster's default is 5 s).
+run_queue:
+  max_concurrent_runs: 1
+  dequeue_interval_seconds: 1
 """
 
 
@@ -43,8 +50,12 @@ def _prepare_environment(settings: Settings) -> None:
         os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     dagster_home = Path(os.environ["DAGSTER_HOME"])
     dagster_home.mkdir(parents=True, exist_ok=True)
-    if not (dagster_home / "dagster.yaml").exists():
-        (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    instance_yaml = dagster_home / "dagster.yaml"
+    if not instance_yaml.exists() or (
+        instance_yaml.read_text().startswith(DAGSTER_YAML_HEADER)
+        and instance_yaml.read_text() != DAGSTER_YAML
+    ):
+        instance_yaml.write_text(DAGSTER_YAML)
     os.environ.setdefault("DBT_LOG_PATH", str(settings.home / "dbt-logs"))
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")

@@ -5,11 +5,13 @@ graph. Runs execute in-process: the embedded DuckDB warehouse allows a single wr
 """
 
 import csv
+import importlib.metadata
 import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,7 @@ from dagster_dbt import (
 )
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
+from packaging.version import Version
 
 from activation.delivery import deliver_send_list
 from activation.transports import OutboxTransport, WebhookTransport
@@ -203,8 +206,30 @@ class LeadflowDbtTranslator(DagsterDbtTranslator):
         return "transform"
 
 
+class LeadflowDbtCliResource(DbtCliResource):
+    """dagster-dbt's dbt CLI resource without its per-run start-up work that leadflow does not use.
+
+    Before every dbt command dagster-dbt runs `dbt --version` in a subprocess and builds an in-process dbt
+    adapter (profile, project and every macro loaded): 5-9 s per run on 2 cores. The adapter serves only
+    `fetch_row_counts()` / `fetch_column_metadata()`, which leadflow does not call (without it dagster-dbt
+    takes its adapter-less path), and the dbt executable is this environment's own, so its version is the
+    installed dbt-core's. tests/unit/test_definitions.py pins both hooks, so a dagster-dbt that renames them
+    fails a test instead of quietly bringing the cost back.
+    """
+
+    @cached_property
+    def _cli_version(self) -> Version:
+        return Version(importlib.metadata.version("dbt-core"))
+
+    def _initialize_dbt_core_adapter(self, args):  # noqa: ARG002 - dagster-dbt's signature
+        return None
+
+
 class DbtBuildConfig(Config):
     full_refresh: bool = False
+    #: dbt's unit tests check the SQL against fixtures, not the data: the hourly pipeline and `leadflow
+    #: transform` run them; the landing job (a webhook's fast path) skips them
+    unit_tests: bool = True
 
 
 @dbt_assets(
@@ -217,6 +242,8 @@ class DbtBuildConfig(Config):
 def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
     """The dbt lead model: staging, identities, scores and send lists."""
     args = ["build"] + (["--full-refresh"] if config.full_refresh else [])
+    if not config.unit_tests:
+        args += ["--exclude-resource-type", "unit_test"]
     yield from dbt.cli(args, context=context).stream()
 
 
@@ -399,14 +426,24 @@ report_job = define_asset_job(
     selection=AssetSelection.assets(analytics_report),
     description="Dashboard and dated exports.",
 )
-#: what a landed event can change: the events, every model, delivery — the fast path from a webhook to its
-#: message. The CRM is re-read and dbt's data tests run in the hourly pipeline, the report on its daily
-#: schedule; the blocking send-list check still gates every delivery.
+#: The dbt models delivery reads: the send list and, for its blocking check, the leads and exclusions (with
+#: everything upstream of them); the analytics marts are left to the hourly pipeline.
+DELIVERY_INPUTS = AssetSelection.assets(
+    SEND_LIST_KEY, AssetKey(["dim_leads"]), AssetKey(["fct_message_exclusions"])
+).upstream() & AssetSelection.assets(dbt_models)
+#: what a landed event can change before it is delivered: the events, the models delivery reads, delivery —
+#: the fast path from a webhook to its message. The CRM is re-read, the analytics marts built and dbt's data
+#: and unit tests run in the hourly pipeline, the report on its daily schedule; the blocking send-list check
+#: still gates every delivery.
 landing_job = define_asset_job(
     "leadflow_landing",
-    selection=AssetSelection.assets(landing_event_assets, dbt_models, *delivery_assets).without_checks()
+    selection=(
+        AssetSelection.assets(landing_event_assets, *delivery_assets) | DELIVERY_INPUTS
+    ).without_checks()
     | AssetSelection.checks(send_list_has_no_suppressed_leads),
-    description="New landing files: load them, build the models, deliver (no CRM read, data tests or report).",
+    config={"ops": {"dbt_models": {"config": {"unit_tests": False}}}},
+    description="New landing files: load them, build the models delivery reads, deliver "
+    "(no CRM read, analytics marts, dbt tests or report).",
 )
 activate_job = define_asset_job(
     "leadflow_activate",
@@ -515,7 +552,7 @@ defs = Definitions(
     sensors=[landing_zone_sensor, record_last_successful_run, alert_on_run_failure],
     resources={
         "dlt": DagsterDltResource(),
-        "dbt": DbtCliResource(
+        "dbt": LeadflowDbtCliResource(
             project_dir=dbt_project, dbt_executable=str(Path(sys.executable).parent / "dbt")
         ),
     },

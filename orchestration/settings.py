@@ -142,7 +142,7 @@ class Settings:
     n8n_webhook_token: str | None = field(repr=False)
     email_from: str = "nurture@leadflow.example"
     alert_url: str | None = None
-    freshness_min_interval_seconds: int = 10
+    freshness_min_interval_seconds: int = 5
     report_cron: str = "0 6 * * *"
     sendgrid_unsubscribe_group_id: int | None = None
     delivery_concurrency: int = DEFAULT_DELIVERY_CONCURRENCY
@@ -223,7 +223,7 @@ class Settings:
         alert_url = env.get("LEADFLOW_ALERT_URL") or None
         if alert_url and not alert_url.startswith(("http://", "https://")):
             raise SettingsError(f"LEADFLOW_ALERT_URL={alert_url!r} must be an http(s) URL (or unset it)")
-        raw_interval = env.get("LEADFLOW_FRESHNESS_MIN_INTERVAL_SECONDS") or "10"
+        raw_interval = env.get("LEADFLOW_FRESHNESS_MIN_INTERVAL_SECONDS") or "5"
         try:
             min_interval = int(raw_interval)
             if min_interval < 1:

@@ -83,6 +83,17 @@ def test_landing_sensor_starts_the_landing_job_only_for_files_not_loaded_yet(tmp
     selected = {key.to_user_string() for key in landing_job.asset_layer.selected_asset_keys}
     assert "dlt_events_events" in selected and "send_list_messages" in selected
     assert "dlt_crm_contacts" not in selected and "analytics/report" not in selected
+    assert {
+        "dim_leads",
+        "fct_message_exclusions",
+        "int_lead_consents_evaluated",
+    } <= selected  # what delivery reads
+    assert not selected & {
+        "fct_conversion_funnel",
+        "fct_conversions",
+        "fct_holdout_lift",
+    }  # analytics: hourly
+    assert landing_job.run_config == {"ops": {"dbt_models": {"config": {"unit_tests": False}}}}
     checks = {key.name for key in landing_job.asset_layer.asset_graph.asset_check_keys}
     assert "send_list_has_no_suppressed_leads" in checks  # blocking: it still gates delivery
     assert not any(name.startswith(("unique_", "not_null_")) for name in checks)  # dbt tests: hourly
@@ -101,3 +112,57 @@ def test_landing_sensor_starts_the_landing_job_only_for_files_not_loaded_yet(tmp
     second = sensor(context)
     assert isinstance(second, RunRequest) and second.tags["leadflow/unloaded_files"] == "1"
     assert isinstance(sensor(build_sensor_context(cursor=context.cursor)), SkipReason)
+
+
+def test_dbt_resource_skips_only_start_up_work_leadflow_does_not_use():
+    """The dbt resource's version is the installed dbt-core's (what `dbt --version` says) and it builds no adapter.
+
+    Both are dagster-dbt hooks LeadflowDbtCliResource overrides; if dagster-dbt renames them, this fails.
+    """
+    import subprocess
+
+    from dagster_dbt import DbtCliResource
+
+    from orchestration.definitions import defs
+
+    assert {"_cli_version", "_initialize_dbt_core_adapter"} <= set(vars(DbtCliResource))
+    resource = defs.resources["dbt"]
+    dbt_executable = resource.dbt_executable
+    reported = subprocess.run(
+        [dbt_executable, "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"installed: {resource._cli_version}" in reported
+    assert resource._initialize_dbt_core_adapter(["build"]) is None
+
+
+def test_dagster_instance_queues_one_run_at_a_time_and_keeps_a_users_own_file(tmp_path, monkeypatch):
+    """leadflow writes (and updates) its own dagster.yaml; a file without its header line is the user's."""
+    from dagster import DagsterInstance
+
+    from orchestration.cli import DAGSTER_YAML, _prepare_environment
+    from orchestration.settings import Settings
+
+    dagster_home = tmp_path / "dagster"
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    for name in (
+        "DBT_LOG_PATH",
+        "DO_NOT_TRACK",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS",
+        "RUNTIME__DLTHUB_TELEMETRY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings.from_env({"LEADFLOW_HOME": str(tmp_path / "home")})
+    _prepare_environment(settings)
+    instance_yaml = dagster_home / "dagster.yaml"
+    assert instance_yaml.read_text() == DAGSTER_YAML
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        queue = instance.run_coordinator.get_run_queue_config()
+        assert queue.max_concurrent_runs == 1 and instance.run_coordinator.dequeue_interval_seconds == 1
+
+    instance_yaml.write_text("# Written by leadflow: an older version\ntelemetry:\n  enabled: false\n")
+    _prepare_environment(settings)
+    assert instance_yaml.read_text() == DAGSTER_YAML
+    own = "telemetry:\n  enabled: true\n"
+    instance_yaml.write_text(own)
+    _prepare_environment(settings)
+    assert instance_yaml.read_text() == own
