@@ -7,6 +7,7 @@ graph. Runs execute in-process: the embedded DuckDB warehouse allows a single wr
 import csv
 import importlib.metadata
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -232,6 +233,28 @@ class DbtBuildConfig(Config):
     unit_tests: bool = True
 
 
+#: dagster-dbt gives every dbt command its own target directory (`dbt_models-<run>-<id>`: manifest, partial
+#: parse, run results, dbt.log; ~10 MB at the demo's size) and never removes one; keep the newest few
+DBT_RUN_DIRS_KEPT = 10
+
+
+def prune_dbt_run_dirs(target_dir: Path, keep: int = DBT_RUN_DIRS_KEPT) -> list[Path]:
+    """Remove all but the `keep` newest per-run dbt target directories; return the removed ones."""
+    run_dirs = sorted(
+        (p for p in target_dir.glob("dbt_models-*") if p.is_dir()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in run_dirs[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return run_dirs[keep:]
+
+
+def dbt_target_dir() -> Path:
+    """Where dbt (and dagster-dbt's per-run directories) write: DBT_TARGET_PATH, relative to the project."""
+    return DBT_PROJECT_DIR / (os.environ.get("DBT_TARGET_PATH") or "target")
+
+
 @dbt_assets(
     manifest=dbt_project.manifest_path,
     dagster_dbt_translator=LeadflowDbtTranslator(
@@ -241,6 +264,7 @@ class DbtBuildConfig(Config):
 )
 def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
     """The dbt lead model: staging, identities, scores and send lists."""
+    prune_dbt_run_dirs(dbt_target_dir())
     args = ["build"] + (["--full-refresh"] if config.full_refresh else [])
     if not config.unit_tests:
         args += ["--exclude-resource-type", "unit_test"]

@@ -166,3 +166,23 @@ def test_dagster_instance_queues_one_run_at_a_time_and_keeps_a_users_own_file(tm
     instance_yaml.write_text(own)
     _prepare_environment(settings)
     assert instance_yaml.read_text() == own
+
+
+def test_dbt_run_directories_are_pruned_to_the_newest_few(tmp_path):
+    """dagster-dbt leaves one target directory per dbt command; the dbt asset keeps the newest ones only."""
+    import os
+
+    from orchestration.definitions import prune_dbt_run_dirs
+
+    for age in range(14):
+        run_dir = tmp_path / f"dbt_models-run{age:02d}-abc"
+        run_dir.mkdir()
+        (run_dir / "manifest.json").write_text("{}")
+        os.utime(run_dir, (1_000_000 - age, 1_000_000 - age))
+    (tmp_path / "manifest.json").write_text("{}")  # the project's own artifacts stay
+    removed = prune_dbt_run_dirs(tmp_path, keep=10)
+    assert sorted(p.name for p in removed) == [f"dbt_models-run{age:02d}-abc" for age in range(10, 14)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        *(f"dbt_models-run{age:02d}-abc" for age in range(10)),
+        "manifest.json",
+    ]
