@@ -4,19 +4,28 @@ Built on dlt's ``sql_database`` (``sql_table``) with ``updated_at`` as the incre
 are mapped to exactly the raw tables the HubSpot source produces (source name ``crm``): ``updated_at``
 becomes ``lastmodifieddate`` / ``hs_lastmodifieddate``, contacts get ``phone_e164``, and deals get
 ``contact_ids`` from ``deal_contacts`` so the ``deals__contact_ids`` child table appears.
+
+Pages arrive as Arrow tables (``backend="pyarrow"``) and are mapped column-wise, exactly as ``to_row``
+maps a row; contacts and companies stay Arrow (dlt's Arrow path, no Python normalizer), deals become
+rows for their child table. See README "Arrow path".
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
 import dlt
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
+from dlt.common.normalizers.utils import generate_dlt_ids
+from dlt.common.schema.typing import TTableSchemaColumns
 from dlt.sources import DltResource
 from dlt.sources.sql_database import sql_table
 
-from ingestion.hubspot.schema import COLUMNS, MODIFIED_PROPERTY, to_datetime, to_row
+from ingestion.hubspot.schema import COLUMNS, MODIFIED_PROPERTY, to_datetime, to_e164, to_row
 
 CRM_TABLES = ("contacts", "companies", "deals")
 
@@ -57,19 +66,107 @@ def _url(credentials: str | sa.URL) -> sa.URL:
     return url
 
 
-def _mapper(object_type: str, deal_contacts: Any) -> Any:
-    modified = MODIFIED_PROPERTY[object_type]
+#: Arrow type of each raw column type (``COLUMNS``); timestamps are UTC, as ``to_datetime`` makes them.
+_ARROW_TYPES = {
+    "text": pa.string(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "bool": pa.bool_(),
+    "bigint": pa.int64(),
+    "double": pa.float64(),
+}
+#: dlt's own columns, as its row normalizer adds them to a root table (the Arrow path adds none itself).
+_DLT_COLUMNS: TTableSchemaColumns = {
+    "_dlt_load_id": {"name": "_dlt_load_id", "data_type": "text", "nullable": False},
+    "_dlt_id": {"name": "_dlt_id", "data_type": "text", "nullable": False, "unique": True, "row_key": True},
+}
 
-    def to_raw(row: dict[str, Any]) -> dict[str, Any]:
-        values = dict(row)
-        values[modified] = values.pop("updated_at", None)
-        out = to_row(object_type, values["id"], values, archived=bool(values.get("archived") or False))
+
+@functools.lru_cache(maxsize=1 << 16)
+def _e164(phone: str | None, country: str | None) -> str | None:
+    # CRMs repeat numbers (shared switchboards, placeholders); phonenumbers is the costly part per row.
+    return to_e164(phone, country)
+
+
+def _arrow_column(values: pa.ChunkedArray, data_type: str) -> pa.ChunkedArray:
+    """One database column converted as ``to_row`` converts it (``_CONVERTERS`` in hubspot.schema)."""
+    if data_type == "text":
+        values = values.cast(pa.string())
+        return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)  # "" → None
+    if data_type == "bigint":
+        # to_row's int(float(value)): the double round trip is part of the conversion (values beyond 2^53 round).
+        return values.cast(pa.float64(), safe=False).cast(pa.int64(), safe=False)
+    return values.cast(_ARROW_TYPES[data_type])
+
+
+def _to_arrow(object_type: str, table: pa.Table) -> pa.Table:
+    """A page of database rows → the raw table's columns, typed and converted exactly as ``to_row``."""
+    modified = MODIFIED_PROPERTY[object_type]
+    columns: dict[str, pa.ChunkedArray] = {}
+    for name, column in COLUMNS[object_type].items():
+        if name == "phone_e164":
+            continue
+        if name == "id":
+            columns[name] = table["id"].cast(pa.string())
+        elif name == "archived":
+            columns[name] = pc.fill_null(table["archived"].cast(pa.bool_()), False)
+        else:
+            source = "updated_at" if name == modified else name
+            if source in table.column_names:
+                columns[name] = _arrow_column(table[source], column["data_type"])
+            else:  # not selected (cannot happen with crm_metadata's layout): None as in to_row
+                columns[name] = pa.chunked_array(
+                    [pa.nulls(table.num_rows, _ARROW_TYPES[column["data_type"]])]
+                )
+    if object_type == "contacts":
+        phones = zip(
+            columns["phone"].to_pylist(),
+            columns["mobilephone"].to_pylist(),
+            columns["country"].to_pylist(),
+            strict=True,
+        )
+        e164 = [(_e164(p, c) or _e164(m, c)) if (p or m) else None for p, m, c in phones]
+        columns["phone_e164"] = pa.chunked_array([pa.array(e164, pa.string())])
+    fields = [
+        pa.field(name, _ARROW_TYPES[column["data_type"]], nullable=column.get("nullable", True))
+        for name, column in COLUMNS[object_type].items()
+    ]
+    return pa.Table.from_arrays([columns[f.name] for f in fields], schema=pa.schema(fields))
+
+
+def _mapper(object_type: str, deal_contacts: Any) -> Any:
+    def to_raw(table: pa.Table) -> Any:
+        out = _to_arrow(object_type, table)
         if object_type == "deals":
-            # As HubSpot, which returns no associations for archived records.
-            out["contact_ids"] = [] if out["archived"] else deal_contacts(out["id"])
-        return out
+            # Rows (dlt's row path), so that contact_ids becomes the deals__contact_ids child table; the
+            # Arrow path would load the list as one json column.
+            rows = out.to_pylist()
+            links = deal_contacts.links()
+            for row in rows:
+                # As HubSpot, which returns no associations for archived records.
+                row["contact_ids"] = [] if row["archived"] else links.get(row["id"], [])
+            return rows
+        load_id = _load_id()
+        if load_id is None:  # iterated outside a pipeline: no load package
+            return out
+        # The columns dlt's row normalizer would add (the Arrow path skips it): same layout as before.
+        out = out.append_column(
+            pa.field("_dlt_load_id", pa.string(), nullable=False),
+            pa.chunked_array([pa.nulls(out.num_rows, pa.string()).fill_null(load_id)]),
+        )
+        return out.append_column(
+            pa.field("_dlt_id", pa.string(), nullable=False),
+            pa.chunked_array([pa.array(generate_dlt_ids(out.num_rows), pa.string())]),
+        )
 
     return to_raw
+
+
+def _load_id() -> str | None:
+    try:
+        # load_package_state, not load_package: dlt 1.x has no dlt.current.load_package
+        return dlt.current.load_package_state()["load_id"]
+    except Exception:  # outside a pipeline run (e.g. iterating the source in a test)
+        return None
 
 
 class _DealContacts:
@@ -81,12 +178,13 @@ class _DealContacts:
         self._mapping: dict[str, list[str]] = {}
 
     def __call__(self, deal_id: str) -> list[str]:
-        try:
-            # load_package_state, not load_package: dlt 1.x has no dlt.current.load_package, and the
-            # AttributeError made every deal re-read the whole link table (quadratic: 4k deals took 13 min)
-            load_id = dlt.current.load_package_state()["load_id"]
-        except Exception:  # outside a pipeline run (e.g. iterating the source in a test)
-            load_id = None
+        return self.links().get(deal_id, [])
+
+    def links(self) -> dict[str, list[str]]:
+        """The whole mapping (fetch it once per page: the load id lookup costs per call)."""
+        # dlt.current.load_package (absent in dlt 1.x) raised here once, and every deal re-read the
+        # whole link table (quadratic: 4k deals took 13 min)
+        load_id = _load_id()
         if load_id is None or load_id != self._load_id:
             table = crm_metadata(self.schema).tables[_qualified("deal_contacts", self.schema)]
             mapping: dict[str, list[str]] = {}
@@ -95,7 +193,7 @@ class _DealContacts:
                     mapping.setdefault(str(deal), []).append(str(contact))
             self._mapping = {k: sorted(set(v), key=lambda x: (len(x), x)) for k, v in mapping.items()}
             self._load_id = load_id
-        return self._mapping.get(deal_id, [])
+        return self._mapping
 
 
 @dlt.source(name="crm", max_table_nesting=1)
@@ -127,14 +225,19 @@ def sql_crm_source(
             metadata=metadata,
             incremental=dlt.sources.incremental("updated_at"),
             chunk_size=chunk_size,
-            backend="sqlalchemy",
+            # Pages arrive as Arrow tables; _mapper converts them column-wise (pyarrow.compute).
+            backend="pyarrow",
             reflection_level="minimal",
             primary_key="id",
             write_disposition="merge",
         )
         # Replace the table's columns (which include updated_at) with the raw table's columns.
         resource.apply_hints(columns={})
-        resource.apply_hints(columns=COLUMNS[object_type])
+        resource.apply_hints(
+            columns=COLUMNS[object_type]
+            if object_type == "deals"
+            else {**COLUMNS[object_type], **_DLT_COLUMNS}
+        )
         # The map must run after the incremental step, which filters on the database's updated_at;
         # add_map alone places maps before it (dlt's placement affinity), so insert at the end.
         resource.add_map(_mapper(object_type, deal_contacts), insert_at=len(resource._pipe))

@@ -6,6 +6,7 @@ import tempfile
 import uuid
 
 import dlt
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
@@ -23,11 +24,21 @@ def duckdb_crm(tmp_path):
 
 
 def _rows(source) -> dict[str, list[dict]]:
-    """Iterate a source with fresh incremental state (iterating outside a pipeline shares state)."""
+    """Iterate a source with fresh incremental state (iterating outside a pipeline shares state).
+
+    Contacts and companies arrive as Arrow tables (one per page), deals as dicts: all become dicts.
+    """
     pipeline = dlt.pipeline(pipeline_name=f"rows_{uuid.uuid4().hex[:8]}", pipelines_dir=tempfile.mkdtemp())
     pipeline.activate()
     try:
-        return {name: list(resource) for name, resource in source.resources.items()}
+        return {
+            name: [
+                row
+                for item in resource
+                for row in (item.to_pylist() if isinstance(item, pa.Table) else [item])
+            ]
+            for name, resource in source.resources.items()
+        }
     finally:
         pipeline.deactivate()
 
