@@ -153,6 +153,7 @@ class DeliveryPlan:
     due_rows: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     quarantined: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    in_ledger: set[str] = field(default_factory=set)  # keys of `due_rows` the ledger already holds
 
 
 def plan_delivery(
@@ -191,6 +192,8 @@ def plan_delivery(
             plan.not_yet_due += 1
         else:
             plan.due_rows.append(row)
+            if entry is not None:
+                plan.in_ledger.add(row["idempotency_key"])
     if not render:
         return plan
     for row in plan.due_rows:
@@ -364,6 +367,7 @@ def _deliver(
     summary.given_up = plan.given_up
     summary.not_yet_due = plan.not_yet_due
     by_key = {r["idempotency_key"]: r for r in plan.due_rows}
+    in_ledger = set(plan.in_ledger)  # keys with a ledger row: their pending write is an upsert, others insert
     concurrency = max(1, int(getattr(transport, "concurrency", 1) or 1))
     quarantined: list[tuple[dict[str, Any], str]] = []
     in_flight: deque[tuple[str, list[str], Future]] = deque()
@@ -376,7 +380,10 @@ def _deliver(
             _record(
                 warehouse,
                 send_list,
-                [(by_key[k], "failed", batch_id, str(error), None, None, True) for k in keys],
+                _Entries(
+                    [(by_key[k], "failed", batch_id, str(error), None, None, True) for k in keys],
+                    recorded=True,
+                ),
                 now,
             )
             summary.failed += len(keys)
@@ -389,7 +396,7 @@ def _deliver(
             (by_key[k], status, batch_id, reason, channel, provider_id, status != "failed")
             for k, (status, reason, channel, provider_id) in outcomes.items()
         ]
-        _record(warehouse, send_list, entries, now)
+        _record(warehouse, send_list, _Entries(entries, recorded=True), now)
         for status, reason, _, _ in outcomes.values():
             if status == "sent":
                 summary.sent += 1
@@ -415,7 +422,12 @@ def _deliver(
             while len(in_flight) >= concurrency:
                 finish_oldest()
             _quarantine(warehouse, summary, send_list, quarantined, now)
-            _record(warehouse, send_list, [(by_key[k], "pending", batch_id, None) for k in keys], now)
+            pending = _Entries(
+                [(by_key[k], "pending", batch_id, None) for k in keys],
+                fresh={k for k in keys if k not in in_ledger} if len(set(keys)) == len(keys) else None,
+            )
+            _record(warehouse, send_list, pending, now)
+            in_ledger.update(keys)
             in_flight.append((batch_id, keys, pool.submit(transport.send, batch_id, body)))
         while in_flight:
             finish_oldest()
@@ -459,14 +471,62 @@ def message_outcomes(
     return outcomes
 
 
-def _record(
-    warehouse: Warehouse,
-    send_list: str,
-    entries: Sequence[tuple],
-    now: datetime | None,
-) -> None:
-    """Upsert ledger rows and commit them before the caller goes on."""
-    stamp = now or datetime.now(UTC)
+LEDGER_COLUMNS = (
+    "idempotency_key",
+    "send_list",
+    "lead_id",
+    "product_id",
+    "workflow",
+    "step",
+    "channel",
+    "batch_id",
+    "status",
+    "error",
+    "created_at",
+    "updated_at",
+    "channel_used",
+    "provider_message_id",
+    "retryable",
+    "attempts",
+)
+# what recording an entry does to a key the ledger already holds (the upsert; outcomes' UPDATE does the same)
+LEDGER_UPSERT = """
+        on conflict (idempotency_key) do update set
+            batch_id = excluded.batch_id,
+            status = excluded.status,
+            error = excluded.error,
+            retryable = excluded.retryable,
+            channel_used = coalesce(excluded.channel_used, delivery_ledger.channel_used),
+            provider_message_id = coalesce(excluded.provider_message_id, delivery_ledger.provider_message_id),
+            updated_at = excluded.updated_at,
+            attempts = delivery_ledger.attempts
+                + case when excluded.status = 'pending' then 1 else 0 end
+        """
+OUTCOME_COLUMNS = (
+    "idempotency_key",
+    "batch_id",
+    "status",
+    "error",
+    "retryable",
+    "channel_used",
+    "provider_message_id",
+    "updated_at",
+)
+OUTCOME_ASSIGNMENTS = """
+            batch_id = cast(s.batch_id as varchar),
+            status = cast(s.status as varchar),
+            error = cast(s.error as varchar),
+            retryable = cast(s.retryable as boolean),
+            channel_used = coalesce(cast(s.channel_used as varchar), t.channel_used),
+            provider_message_id = coalesce(cast(s.provider_message_id as varchar), t.provider_message_id),
+            updated_at = cast(s.updated_at as timestamp with time zone),
+            attempts = t.attempts + case when cast(s.status as varchar) = 'pending' then 1 else 0 end
+        """
+
+
+def _ledger_rows(send_list: str, entries: Sequence[tuple], stamp: datetime) -> list[tuple]:
+    """Ledger rows (`LEDGER_COLUMNS`) of entries `(row, status, batch_id, error[, channel_used,
+    provider_message_id, retryable])`; a first recording counts one attempt."""
     rows = []
     for row, status, batch_id, error, *extra in entries:
         channel_used, provider_message_id, retryable = (*extra, None, None, None)[:3]
@@ -490,39 +550,101 @@ def _record(
                 1,
             )
         )
-    columns = (
-        "idempotency_key",
-        "send_list",
-        "lead_id",
-        "product_id",
-        "workflow",
-        "step",
-        "channel",
-        "batch_id",
-        "status",
-        "error",
-        "created_at",
-        "updated_at",
-        "channel_used",
-        "provider_message_id",
-        "retryable",
-        "attempts",
-    )
+    return rows
+
+
+class _Entries(list):
+    """Ledger entries for `_record`, with what the caller knows about their keys, so the write can be cheaper:
+
+    - `fresh`: the keys (all distinct) of these entries that the ledger does not hold yet: a plain insert;
+    - `recorded`: every key (all distinct) was recorded pending by this run: an UPDATE of those rows.
+
+    A list, so anything wrapping `_record` sees the entries as before.
+    """
+
+    __slots__ = ("fresh", "recorded")
+
+    def __init__(self, entries: Iterable[tuple], *, fresh: set[str] | None = None, recorded: bool = False):
+        super().__init__(entries)
+        self.fresh = fresh
+        self.recorded = recorded
+
+
+def _record(
+    warehouse: Warehouse,
+    send_list: str,
+    entries: Sequence[tuple],
+    now: datetime | None,
+) -> None:
+    """Write ledger entries `(row, status, batch_id, error[, channel_used, provider_message_id, retryable])` and
+    commit them before the caller goes on.
+
+    The effect is always the upsert's (`LEDGER_UPSERT`): a new key gets a row with one attempt, a known key its
+    new status (a `pending` one more attempt). On DuckDB the upsert costs twice a plain insert or update, so
+    entries that say which keys are new (`_Entries.fresh`) insert those, and outcomes of keys this run just
+    recorded pending (`_Entries.recorded`) update them; should the ledger not be as they say (another writer),
+    that write is rolled back and the entries upserted.
+    """
+    stamp = now or datetime.now(UTC)
+    fresh = getattr(entries, "fresh", None)
+    if fresh:
+        done = _insert_fresh(warehouse, send_list, entries, fresh, stamp)
+    else:
+        done = getattr(entries, "recorded", False) and _update_outcomes(warehouse, entries, stamp)
+    if not done:
+        _upsert(warehouse, send_list, entries, stamp)
+
+
+def _upsert(warehouse: Warehouse, send_list: str, entries: Sequence[tuple], stamp: datetime) -> None:
     warehouse.insert_rows(
-        LEDGER_TABLE,
-        columns,
-        rows,
-        on_conflict="""
-        on conflict (idempotency_key) do update set
-            batch_id = excluded.batch_id,
-            status = excluded.status,
-            error = excluded.error,
-            retryable = excluded.retryable,
-            channel_used = coalesce(excluded.channel_used, delivery_ledger.channel_used),
-            provider_message_id = coalesce(excluded.provider_message_id, delivery_ledger.provider_message_id),
-            updated_at = excluded.updated_at,
-            attempts = delivery_ledger.attempts
-                + case when excluded.status = 'pending' then 1 else 0 end
-        """,
+        LEDGER_TABLE, LEDGER_COLUMNS, _ledger_rows(send_list, entries, stamp), on_conflict=LEDGER_UPSERT
     )
     warehouse.commit()
+
+
+def _insert_fresh(
+    warehouse: Warehouse, send_list: str, entries: Sequence[tuple], fresh: set[str], stamp: datetime
+) -> bool:
+    """Insert the entries of `fresh` keys, upsert the others, commit; False (rolled back) if that failed."""
+    new = [entry for entry in entries if entry[0]["idempotency_key"] in fresh]
+    known = [entry for entry in entries if entry[0]["idempotency_key"] not in fresh]
+    try:
+        warehouse.insert_rows(LEDGER_TABLE, LEDGER_COLUMNS, _ledger_rows(send_list, new, stamp))
+        if known:
+            warehouse.insert_rows(
+                LEDGER_TABLE, LEDGER_COLUMNS, _ledger_rows(send_list, known, stamp), on_conflict=LEDGER_UPSERT
+            )
+        warehouse.commit()
+    except Exception as error:  # a key recorded meanwhile (or any failure): the upsert decides
+        log.debug("ledger insert fell back to the upsert: %s", error)
+        warehouse.rollback(restart=True)
+        return False
+    return True
+
+
+def _update_outcomes(warehouse: Warehouse, entries: Sequence[tuple], stamp: datetime) -> bool:
+    """Update the rows of keys recorded pending with their outcomes, commit; False (rolled back) unless the
+    update found every key once."""
+    rows = [
+        (
+            row["idempotency_key"],
+            batch_id,
+            status,
+            error,
+            (extra[2] if len(extra) > 2 else None) if status == "failed" else None,
+            extra[0] if extra else None,
+            extra[1] if len(extra) > 1 else None,
+            stamp,
+        )
+        for row, status, batch_id, error, *extra in entries
+    ]
+    if len({r[0] for r in rows}) != len(rows):
+        return False
+    updated = warehouse.update_rows(
+        LEDGER_TABLE, "idempotency_key", OUTCOME_COLUMNS, rows, OUTCOME_ASSIGNMENTS
+    )
+    if updated != len(rows):
+        warehouse.rollback(restart=True)
+        return False
+    warehouse.commit()
+    return True

@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
 from sendgrid.helpers.mail.exceptions import ApiKeyIncludedException
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -52,12 +52,14 @@ class _Renderer:
     """Renders the templates of one message: the context is built once and each template rendered once, however
     many routes use it (a message's email, WhatsApp and chatbot routes share the chat text)."""
 
-    __slots__ = ("context", "env", "row", "texts")
+    __slots__ = ("context", "env", "parent", "parent_globals", "row", "texts")
 
     def __init__(self, env: Environment, row: dict[str, Any] | None, context: dict[str, Any] | None = None):
         self.env = env
         self.row = row
         self.context = context
+        self.parent: dict[str, Any] | None = None  # globals and context: the variables every template sees
+        self.parent_globals: dict[str, Any] | None = None
         self.texts: dict[str, str] = {}
 
     def __call__(self, name: str) -> str:
@@ -66,11 +68,58 @@ class _Renderer:
             if self.context is None:
                 self.context = _context(self.row or {})
             try:
-                text = self.env.get_template(name).render(**self.context).strip()
+                text = self._render(name).strip()
             except TemplateError as error:
                 raise RenderError(f"template {name}: {type(error).__name__}: {error}") from error
             self.texts[name] = text
         return text
+
+    def _render(self, name: str) -> str:
+        """`Template.render(**context)` without its per-call cost: Jinja merges the template's globals (a
+        ChainMap) into a fresh dict on every render; here the merged variables are built once per message and
+        globals (flattened once per template), and the context is created as `Template.new_context` would."""
+        env = self.env
+        if env.auto_reload or env.is_async:  # exactly Jinja's own path
+            return env.get_template(name).render(**self.context)
+        template, globals_ = _loaded(env, name)
+        if self.parent_globals is not globals_:  # the templates of one environment share one globals dict
+            self.parent = dict(globals_, **self.context)
+            self.parent_globals = globals_
+        parent = self.parent
+        context = env.context_class(env, parent, template.name, template.blocks, globals=globals_)
+        try:
+            return env.concat(template.root_render_func(context))  # type: ignore[attr-defined]
+        except Exception:
+            env.handle_exception()
+            raise  # handle_exception always raises
+
+
+_LOADED: dict[tuple[int, str], tuple[Any, Environment, Template, dict[str, Any]]] = {}
+
+
+def _loaded(env: Environment, name: str) -> tuple[Template, dict[str, Any]]:
+    """A non-reloading environment's compiled template and its globals as one flat dict, looked up once.
+
+    Templates whose globals are the same share one dict (so a message merges its variables once). As Jinja says,
+    globals are not to be changed once templates are loaded: a change is not seen here.
+    """
+    key = (id(env), name)
+    entry = _LOADED.get(key)
+    if entry is None or entry[1] is not env or entry[0] is not env.loader:
+        template = env.get_template(name)
+        if len(_LOADED) > 1024:
+            _LOADED.clear()
+        flat = dict(template.globals)
+        for other in _LOADED.values():
+            if (
+                other[1] is env
+                and other[3].keys() == flat.keys()
+                and all(other[3][k] is v for k, v in flat.items())
+            ):
+                flat = other[3]
+                break
+        entry = _LOADED[key] = (env.loader, env, template, flat)
+    return entry[2], entry[3]
 
 
 def render_template(name: str, context: dict[str, Any], environment: Environment | None = None) -> str:

@@ -82,6 +82,49 @@ class Warehouse:
         finally:
             cursor.close()
 
+    def update_rows(
+        self, table: str, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], assignments: str
+    ) -> int:
+        """Bulk `update table as t set <assignments> from <rows> as s where t.key = s.key`; rows updated.
+
+        `rows` hold `columns` (which include `key`); `assignments` refer to the new values as `s.<column>` and
+        to the current ones as `t.<column>`, with explicit casts (PostgreSQL types VALUES columns as text).
+        """
+        if not rows:
+            return 0
+        column_list = ", ".join(columns)
+        if self.kind == "duckdb":
+            import pyarrow as pa
+
+            arrays = {
+                name: list(values) for name, values in zip(columns, zip(*rows, strict=True), strict=False)
+            }
+            self.connection.register("_leadflow_rows", pa.table(arrays))
+            try:
+                result = self.connection.execute(
+                    f"update {table} as t set {assignments} from _leadflow_rows as s where t.{key} = s.{key}"
+                ).fetchone()
+            finally:
+                self.connection.unregister("_leadflow_rows")
+            return int(result[0]) if result else 0
+        from psycopg2.extras import execute_values
+
+        cursor = self.connection.cursor()
+        try:
+            updated = 0
+            for start in range(0, len(rows), 1000):  # execute_values' rowcount covers its last page only
+                execute_values(
+                    cursor,
+                    f"update {table} as t set {assignments.replace('%', '%%')} from (values %s) "
+                    f"as s ({column_list}) where t.{key} = s.{key}",
+                    [tuple(r) for r in rows[start : start + 1000]],
+                    page_size=1000,
+                )
+                updated += max(0, cursor.rowcount)
+            return updated
+        finally:
+            cursor.close()
+
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         cursor = self.connection.cursor()
         try:
@@ -111,8 +154,11 @@ class Warehouse:
         if self.kind == "duckdb":
             self.connection.begin()
 
-    def rollback(self) -> None:
+    def rollback(self, restart: bool = False) -> None:
+        """Roll back; with `restart`, start the next transaction as `commit` does (to go on on this connection)."""
         self.connection.rollback()
+        if restart and self.kind == "duckdb":
+            self.connection.begin()
 
 
 @contextmanager
