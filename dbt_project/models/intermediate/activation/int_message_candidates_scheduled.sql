@@ -12,6 +12,10 @@
       never delivered twice on two channels, and it equals send_list_nurture's key for mql_welcome.
 #}
 
+-- a table, not a view: the send list, the exclusions mart and this model's tests each read it, and a view
+-- would recompute the candidate chain for every one of them
+{{ config(materialized='table') }}
+
 with
 
 candidates as (

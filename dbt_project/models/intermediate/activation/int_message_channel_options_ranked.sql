@@ -7,6 +7,10 @@
     2.. = n8n's failover routes).
 #}
 
+-- a table, not a view: the send list, the exclusions mart and this model's tests each read it, and a view
+-- would recompute the candidate chain for every one of them
+{{ config(materialized='table') }}
+
 with
 
 candidates as (
